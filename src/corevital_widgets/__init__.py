@@ -1,0 +1,47 @@
+"""corevital_widgets: see inside a Hugging Face language model while it generates.
+
+    import corevital_widgets as corevital
+    trace = corevital.analyze(model, "Why is the sky blue?", tokenizer=tok)
+    print(trace.summary())
+
+The engine (``analyze``) needs torch and transformers; a saved Trace loads, queries and
+renders with numpy alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+from .trace.health import DEFAULT_THRESHOLDS, FiredAt, Health, Thresholds
+from .trace.sparse import SparseAttention
+from .trace.storage import TraceFileError, load_trace
+from .trace.trace import SCHEMA_VERSION, Trace
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine.analyze import analyze
+    from .engine.loading import load_default_model
+
+_LAZY = {
+    "analyze": ("engine.analyze", "analyze"),
+    "load_default_model": ("engine.loading", "load_default_model"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Engine entry points import torch only when first used."""
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "analyze", "load_default_model", "load_trace", "Trace", "TraceFileError", "SparseAttention", "Health", "FiredAt",
+    "Thresholds", "DEFAULT_THRESHOLDS", "SCHEMA_VERSION", "__version__",
+]

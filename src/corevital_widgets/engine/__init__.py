@@ -1,0 +1,1 @@
+"""The instrumented generation engine (torch + transformers)."""

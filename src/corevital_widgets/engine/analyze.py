@@ -1,0 +1,315 @@
+"""``analyze``: run ``model.generate`` once with instrumentation and return a Trace."""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from ..trace.groups import Attention, Heads, Layers, Prompt, Timeline
+from ..trace.health import DEFAULT_THRESHOLDS, Thresholds
+from ..trace.sparse import SparseAttention
+from ..trace.trace import SCHEMA_VERSION, Trace
+from .attention import ACTIVE_COLLECTOR, register
+from .collector import CollectedArrays, Collector
+from .loading import resolve_model, resolve_tokenizer
+from .model_state import preserved_model_state
+from .structure import ModelStructure, inspect_model
+
+_FORBIDDEN_GENERATE = {
+    "num_beams": "beam search keeps several hypotheses per step; corevital traces one sequence (num_beams=1)",
+    "num_return_sequences": "batch size is 1: one sequence per call",
+    "output_attentions": "corevital computes attention statistics itself; do not request raw attentions",
+    "return_dict_in_generate": "corevital returns a Trace, not generate's output dict",
+    "input_ids": "pass the prompt as a string",
+    "inputs": "pass the prompt as a string",
+    "attention_mask": "the prompt is a single unpadded sequence; corevital builds the mask",
+}
+
+
+def _check_inputs(prompt: Any, max_new_tokens: Any, attention_threshold: Any, top_k: Any, generate_kwargs: dict) -> None:
+    if isinstance(prompt, (list, tuple)):
+        raise TypeError(
+            f"batch size is 1: pass one prompt string, not a {type(prompt).__name__} of {len(prompt)}; "
+            "analyse several prompts with a loop"
+        )
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+    if not prompt.strip():
+        raise ValueError("prompt is empty; pass some text to analyse")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)):
+        raise TypeError(f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if not isinstance(attention_threshold, (int, float)) or not 0.0 <= float(attention_threshold) < 1.0:
+        raise ValueError(f"attention_threshold must be a number in [0, 1), got {attention_threshold!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+    for key, why in _FORBIDDEN_GENERATE.items():
+        if key in generate_kwargs:
+            value = generate_kwargs[key]
+            if key in ("num_beams", "num_return_sequences") and value in (None, 1):
+                continue
+            raise ValueError(f"{key}={value!r} is not supported: {why}")
+
+
+def _context_length(model: Any) -> int | None:
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _decode_pieces(tokenizer: Any, ids: np.ndarray) -> list[str]:
+    return list(tokenizer.batch_decode(ids.reshape(-1, 1).tolist(), skip_special_tokens=False))
+
+
+def _library_versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    return {"corevital_widgets": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def analyze(
+    model: Any,
+    prompt: str,
+    tokenizer: Any | None = None,
+    *,
+    max_new_tokens: int = 64,
+    do_sample: bool = False,
+    seed: int | None = None,
+    prompt_telemetry: bool = True,
+    attention_threshold: float = 0.01,
+    top_k: int = 10,
+    attention_cap: int = 0,
+    thresholds: Thresholds | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    progress: bool = False,
+    **generate_kwargs: Any,
+) -> Trace:
+    """Generate from ``prompt`` with ``model`` and record the full metric set.
+
+    Args:
+        model: a transformers causal LM or encoder-decoder (or a local path to one).
+        prompt: the prompt text (batch size 1). Apply a chat template yourself if you want one.
+        tokenizer: the model's tokenizer; found from ``model.name_or_path`` when None.
+        max_new_tokens: tokens to generate (T <= max_new_tokens; generation may stop at EOS).
+        do_sample, seed: sampling (seeded reproducibly, global RNG state left untouched) or greedy.
+        prompt_telemetry: record prompt telemetry from the prefill / encoder pass.
+        attention_threshold: sparse prompt attention keeps weights above this probability.
+        top_k: alternatives kept per step; also the k of ``voter_agreement`` (top-k mass).
+        attention_cap: keep at most this many keys per prompt query row (0 = no cap).
+        thresholds: health-flag thresholds (defaults: shared/METRICS.md).
+        on_step: called as ``on_step(step, token_id)`` after every generated token.
+        progress: show a tqdm progress bar.
+        **generate_kwargs: passed to ``model.generate`` (e.g. temperature, top_p, repetition_penalty).
+
+    Metrics are computed on the raw logits the model produced, before any sampling warpers.
+    The model is left exactly as it was (attention implementation, hooks, train/eval state,
+    generation config), also when this raises.
+    """
+    import torch
+
+    _check_inputs(prompt, max_new_tokens, attention_threshold, top_k, generate_kwargs)
+    t_start = time.perf_counter()
+    model = resolve_model(model)
+    tokenizer = resolve_tokenizer(model, tokenizer)
+    thresholds = thresholds or DEFAULT_THRESHOLDS
+    max_new_tokens = int(max_new_tokens)
+
+    encoded = tokenizer(prompt, return_tensors="pt")
+    input_ids = encoded["input_ids"]
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"the tokenizer produced a batch of {input_ids.shape[0]}; batch size must be 1")
+    n_prompt = int(input_ids.shape[1])
+    if n_prompt == 0:
+        raise ValueError("the prompt tokenised to zero tokens; pass some text")
+    context = _context_length(model)
+    if context is not None and not model.config.is_encoder_decoder and n_prompt + max_new_tokens > context:
+        raise ValueError(
+            f"the prompt is {n_prompt} tokens and max_new_tokens={max_new_tokens}, but the model's context is "
+            f"{context} tokens; shorten the prompt or lower max_new_tokens"
+        )
+    vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else None
+    if vocab is not None and top_k > vocab:
+        raise ValueError(f"top_k={top_k} exceeds the vocabulary size {vocab}")
+    structure = inspect_model(model)
+    if hasattr(model, "_can_set_attn_implementation") and not model._can_set_attn_implementation():
+        raise ValueError(
+            f"{type(model).__name__} does not route attention through transformers' AttentionInterface, "
+            "so corevital cannot read its attention"
+        )
+
+    device = next(model.parameters()).device
+    input_ids = input_ids.to(device)
+    collector = Collector(
+        model, structure, input_ids[0], max_steps=max_new_tokens, top_k=int(top_k),
+        prompt_telemetry=prompt_telemetry, attention_threshold=attention_threshold, attention_cap=attention_cap,
+    )
+    gen_kwargs = dict(generate_kwargs)
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is None:
+        pad = getattr(tokenizer, "eos_token_id", None)
+    gen_kwargs.setdefault("pad_token_id", pad)
+    streamer = _StepStreamer(on_step, max_new_tokens, progress, is_encoder_decoder=structure.is_encoder_decoder,
+                             user_streamer=gen_kwargs.pop("streamer", None))
+
+    t_gen = time.perf_counter()
+    with preserved_model_state(model):
+        model.set_attn_implementation(register())
+        token = ACTIVE_COLLECTOR.set(collector)
+        collector.install()
+        try:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
+                if seed is not None:
+                    torch.manual_seed(int(seed))
+                output = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=do_sample,
+                    streamer=streamer,
+                    **gen_kwargs,
+                )
+                generated = output[0] if structure.is_encoder_decoder else output[0, n_prompt:]
+                if structure.is_encoder_decoder:
+                    generated = generated[1:]  # drop the decoder start token
+                n_steps = int(generated.shape[0])
+                if n_steps and collector._pending_logp is not None:
+                    collector.record_surprisal(n_steps - 1, generated[-1])
+                arrays = collector.finish(n_steps)
+        finally:
+            collector.remove()
+            ACTIVE_COLLECTOR.reset(token)
+            streamer.close()
+    t_done = time.perf_counter()
+
+    prompt_np = input_ids[0].cpu().numpy()
+    gen_np = generated.cpu().numpy()
+    trace = _build_trace(
+        model, structure, tokenizer, prompt_np, gen_np, arrays, thresholds,
+        params={"max_new_tokens": max_new_tokens, "do_sample": bool(do_sample), "seed": seed,
+                "prompt_telemetry": bool(prompt_telemetry), "attention_threshold": float(attention_threshold),
+                "attention_cap": int(attention_cap), "top_k": int(top_k),
+                **{k: v for k, v in generate_kwargs.items() if isinstance(v, (int, float, str, bool)) and k != "streamer"}},
+        device=str(device),
+    )
+    trace.meta["timings"] = {"setup_s": t_gen - t_start, "generate_s": t_done - t_gen,
+                             "build_s": time.perf_counter() - t_done}
+    return trace
+
+
+class _StepStreamer:
+    """A generate streamer: reports each new token to ``on_step`` and a tqdm bar."""
+
+    def __init__(self, on_step: Callable[[int, int], None] | None, total: int, progress: bool, *,
+                 is_encoder_decoder: bool, user_streamer: Any = None) -> None:
+        self.on_step = on_step
+        self.user = user_streamer
+        self.skip = 1  # the first put() is the prompt (or the decoder start token)
+        self.step = 0
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="corevital", unit="tok", leave=False)
+
+    def put(self, value: Any) -> None:
+        if self.user is not None:
+            self.user.put(value)
+        if self.skip:
+            self.skip -= 1
+            return
+        for token in value.reshape(-1).tolist():
+            if self.on_step is not None:
+                self.on_step(self.step, int(token))
+            self.step += 1
+            if self.bar is not None:
+                self.bar.update(1)
+
+    def end(self) -> None:
+        if self.user is not None:
+            self.user.end()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _build_trace(
+    model: Any, structure: ModelStructure, tokenizer: Any, prompt_ids: np.ndarray, gen_ids: np.ndarray,
+    a: CollectedArrays, thresholds: Thresholds, params: dict, device: str,
+) -> Trace:
+    n_steps = gen_ids.size
+    n_layers = structure.step.num_layers
+    n_heads = a.head_entropy.shape[-1]
+    stats = a.step_stats
+    timeline = Timeline(
+        entropy=stats[:, 0], top_k_margin=stats[:, 1], voter_agreement=stats[:, 2], max_prob=stats[:, 3],
+        perplexity=stats[:, 4], surprisal=a.surprisal, top_k_ids=a.top_k_ids, top_k_probs=a.top_k_probs,
+        logits_has_nan=a.logit_flags[:, 0], logits_has_inf=a.logit_flags[:, 1], repetition_similarity=a.repetition,
+    )
+    layers = Layers(l2_norm=a.hidden[:, 0], std=a.hidden[:, 1], mean=a.hidden[:, 2],
+                    has_nan=a.hidden_flags[:, 0], has_inf=a.hidden_flags[:, 1])
+    he, hc = a.head_entropy, a.head_concentration
+    with np.errstate(invalid="ignore"):
+        attention = Attention(
+            entropy_mean=he.mean(-1), entropy_min=he.min(-1), entropy_max=he.max(-1),
+            concentration_max=hc.max(-1), concentration_min=hc.min(-1),
+            collapsed_head_count=(he < thresholds.collapsed_entropy_bits).sum(-1),
+            focused_head_count=(hc > thresholds.focused_concentration).sum(-1),
+            score_variance_max=a.score_variance, has_nan=a.attention_flags[..., 0], has_inf=a.attention_flags[..., 1],
+        )
+    heads = Heads(entropy=he, concentration=hc)
+    n_prompt = prompt_ids.size
+    if a.prompt_heads is not None:
+        ph = a.prompt_heads
+        psurp = a.prompt_surprisal if a.prompt_surprisal is not None else np.full(max(n_prompt - 1, 0), np.nan)
+        prompt = Prompt(surprisal=psurp, layer_transformation=a.layer_transformation, head_entropy=ph[:, 0],
+                        head_concentration=ph[:, 1], sink=ph[:, 2], basin=ph[:, 3])
+        sparse = SparseAttention(a.sparse_counts, a.sparse_keys, a.sparse_weights,  # type: ignore[arg-type]
+                                 threshold=params["attention_threshold"], cap=params["attention_cap"])
+    else:
+        empty2 = np.zeros((0, 0))
+        prompt = Prompt(surprisal=np.zeros(0), layer_transformation=empty2, head_entropy=empty2,
+                        head_concentration=empty2, sink=empty2, basin=empty2)
+        sparse = SparseAttention.empty(threshold=params["attention_threshold"])
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "model_name": str(getattr(config, "name_or_path", "") or type(model).__name__),
+        "model_class": type(model).__name__,
+        "architecture": str(getattr(config, "model_type", "")),
+        "is_encoder_decoder": structure.is_encoder_decoder,
+        "num_layers": n_layers,
+        "num_heads": int(n_heads),
+        "num_prompt_layers": structure.prompt.num_layers,
+        "hidden_size": int(getattr(text_config, "hidden_size", 0) or getattr(text_config, "d_model", 0) or 0),
+        "vocab_size": int(getattr(text_config, "vocab_size", 0) or 0),
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "device": device,
+        "distribution": "raw logits (before temperature/top-k/top-p warping)",
+        "top_k": params["top_k"],
+        "generation": params,
+        "thresholds": dict(thresholds.__dict__),
+        "versions": _library_versions(),
+        "attention_calls": a.attention_calls,
+    }
+    return Trace(
+        meta=meta,
+        prompt_ids=prompt_ids,
+        prompt_tokens=_decode_pieces(tokenizer, prompt_ids),
+        generated_ids=gen_ids,
+        generated_tokens=_decode_pieces(tokenizer, gen_ids) if n_steps else [],
+        top_k_tokens=np.array(_decode_pieces(tokenizer, a.top_k_ids), dtype=object).reshape(a.top_k_ids.shape).tolist(),
+        timeline=timeline, layers=layers, attention=attention, heads=heads, prompt=prompt, sparse=sparse,
+    )

@@ -1,0 +1,103 @@
+"""The registered attention function: computes a layer's attention output and hands the
+attention weights to the active collector, which reduces them on the device right away and
+lets them go. Only one layer's weights exist at a time; the model never receives them
+(the function returns ``None`` weights), so nothing accumulates across layers."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .collector import Collector
+
+#: The name the function is registered under in transformers' AttentionInterface.
+ATTENTION_NAME = "corevital"
+
+ACTIVE_COLLECTOR: ContextVar["Collector | None"] = ContextVar("corevital_active_collector", default=None)
+
+_registered = False
+
+
+def attention_weights(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None,
+    kwargs: dict[str, Any],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Eager attention probabilities, exactly as transformers' eager path computes them.
+
+    query [B, Hq, q, d], key [B, Hkv, k, d] (grouped-query keys are repeated per head).
+    Returns (weights [B, H, q, k] float32, pre-softmax scores, valid-key mask or None).
+    """
+    n_rep = query.shape[1] // key.shape[1]
+    if n_rep > 1:
+        key = key.repeat_interleave(n_rep, dim=1)
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    position_bias = kwargs.get("position_bias")
+    if position_bias is not None:  # T5 relative position bias
+        scores = scores + position_bias
+    softcap = kwargs.get("softcap")
+    if softcap is not None:  # Gemma-2 style logit soft-capping
+        scores = torch.tanh(scores / softcap) * softcap
+    valid: torch.Tensor | None = None
+    n_keys = key.shape[-2]
+    if attention_mask is not None:
+        mask = attention_mask[..., :n_keys]
+        if mask.dtype == torch.bool:
+            valid = mask
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        else:
+            valid = mask > torch.finfo(mask.dtype).min / 2
+            scores = scores + mask
+    elif query.shape[-2] > 1 and getattr(module, "is_causal", False):
+        q_len = query.shape[-2]
+        valid = torch.ones(q_len, n_keys, dtype=torch.bool, device=scores.device).tril(n_keys - q_len)
+        scores = scores.masked_fill(~valid, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32)
+    return weights, scores, valid
+
+
+def corevital_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """AttentionInterface function: eager attention whose weights go to the active collector."""
+    weights, scores, valid = attention_weights(module, query, key, attention_mask, scaling, kwargs)
+    collector = ACTIVE_COLLECTOR.get()
+    if collector is not None:
+        collector.on_attention(module, weights, scores, valid)
+    n_rep = query.shape[1] // value.shape[1]
+    if n_rep > 1:
+        value = value.repeat_interleave(n_rep, dim=1)
+    probs = weights.to(value.dtype)
+    if dropout and module.training:
+        probs = nn.functional.dropout(probs, p=dropout, training=True)
+    out = torch.matmul(probs, value).transpose(1, 2).contiguous()
+    return out, None
+
+
+def register() -> str:
+    """Register the attention function and its mask function with transformers (idempotent)."""
+    global _registered
+    if not _registered:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+        AttentionInterface.register(ATTENTION_NAME, corevital_attention)
+        AttentionMaskInterface.register(ATTENTION_NAME, eager_mask)
+        _registered = True
+    return ATTENTION_NAME

@@ -1,0 +1,278 @@
+"""The collector: hooks that reduce what the model computes, on the device, as it computes it.
+
+Per generation step t (forward number t of ``generate``) it records, into preallocated device
+buffers indexed by t: output-distribution metrics from the logits, hidden-state summaries of
+every layer at the step's position, per-head attention entropy/concentration of the step's
+query row, and the repetition similarity. During the prompt pass (the causal LM's prefill, or
+the encoder pass of an encoder-decoder) it also records the prompt telemetry. Everything is
+copied to the host once, in :meth:`Collector.finish`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import metrics
+from .structure import ModelStructure, Stack
+
+#: Final-layer vectors kept for repetition detection (newest + previous ones); never saved.
+REPETITION_BUFFER = 5
+
+
+def _tensor_output(output: Any) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "last_hidden_state"):
+        return output.last_hidden_state
+    return output[0]
+
+
+@dataclass
+class CollectedArrays:
+    """Host copies of everything collected, trimmed to the T generated steps."""
+
+    step_stats: np.ndarray  # [T, 5] entropy, margin, top-k mass, max prob, perplexity
+    surprisal: np.ndarray  # [T]
+    top_k_ids: np.ndarray  # [T, K]
+    top_k_probs: np.ndarray  # [T, K]
+    logit_flags: np.ndarray  # [T, 2] nan, inf
+    repetition: np.ndarray  # [T]
+    hidden: np.ndarray  # [T, 3, L] norm, std, mean
+    hidden_flags: np.ndarray  # [T, 2, L] nan, inf
+    head_entropy: np.ndarray  # [T, L, H] float32
+    head_concentration: np.ndarray  # [T, L, H]
+    score_variance: np.ndarray  # [T, L]
+    attention_flags: np.ndarray  # [T, L, 2]
+    prompt_heads: np.ndarray | None  # [L, 4, H]
+    layer_transformation: np.ndarray | None  # [L, P]
+    prompt_surprisal: np.ndarray | None  # [P-1]
+    sparse_counts: np.ndarray | None  # [L, H, P]
+    sparse_keys: np.ndarray | None  # [N]
+    sparse_weights: np.ndarray | None  # [N] float16
+    attention_calls: int
+
+
+class Collector:
+    """Installs hooks on a model, collects during one ``generate`` call, removes them."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        structure: ModelStructure,
+        prompt_ids: torch.Tensor,
+        *,
+        max_steps: int,
+        top_k: int,
+        prompt_telemetry: bool,
+        attention_threshold: float,
+        attention_cap: int = 0,
+    ) -> None:
+        self.model = model
+        self.structure = structure
+        self.prompt_ids = prompt_ids  # [P] on the model's input device
+        self.max_steps = max_steps
+        self.top_k = top_k
+        self.prompt_telemetry = prompt_telemetry
+        self.threshold = float(attention_threshold)
+        self.cap = int(attention_cap)
+        self.step = -1  # index of the forward being run (= generation step)
+        self.attention_calls = 0
+        self._handles: list[Any] = []
+        self._buffers: dict[str, torch.Tensor] = {}
+        self._pending_logp: torch.Tensor | None = None
+        self._step_vec: torch.Tensor | None = None  # [L, D] this step's vectors
+        self._window: torch.Tensor | None = None  # [REPETITION_BUFFER, D]
+        self._prev_hidden: torch.Tensor | None = None  # prompt pass: previous layer [P, D]
+        self._prompt_heads: dict[int, torch.Tensor] = {}
+        self._layer_transformation: dict[int, torch.Tensor] = {}
+        self._sparse: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._prompt_surprisal: torch.Tensor | None = None
+
+    # -------------------------------------------------------------------- buffers
+    def _buf(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, fill: float = 0.0) -> torch.Tensor:
+        buf = self._buffers.get(name)
+        if buf is None:
+            buf = torch.full((self.max_steps, *shape), fill, dtype=dtype, device=device)
+            self._buffers[name] = buf
+        return buf
+
+    def _in_prompt_pass(self, stack: Stack) -> bool:
+        return self.prompt_telemetry and (stack.role == "encoder" or (stack.role == "causal" and self.step == 0))
+
+    # ---------------------------------------------------------------------- hooks
+    def install(self) -> None:
+        model = self.model
+        self._handles.append(model.register_forward_pre_hook(self._on_model_pre, with_kwargs=True))
+        self._handles.append(model.register_forward_hook(self._on_model_out, with_kwargs=True))
+        stacks = {id(self.structure.step): self.structure.step, id(self.structure.prompt): self.structure.prompt}
+        for stack in stacks.values():
+            self._handles.append(stack.layers[0].register_forward_pre_hook(self._make_first_pre(stack), with_kwargs=True))
+            for i, layer in enumerate(stack.layers[:-1]):
+                self._handles.append(layer.register_forward_hook(self._make_layer_hook(stack, i)))
+            self._handles.append(stack.module.register_forward_hook(self._make_stack_hook(stack)))
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _on_model_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self.step += 1
+        if self.step >= self.max_steps:
+            raise RuntimeError(f"generate ran more forwards ({self.step + 1}) than max_new_tokens={self.max_steps}")
+        if self._pending_logp is not None:  # token chosen at the previous step is this input's last
+            ids = kwargs.get("decoder_input_ids")
+            if ids is None:
+                ids = kwargs.get("input_ids", args[0] if args else None)
+            if ids is not None:
+                self.record_surprisal(self.step - 1, ids[0, -1])
+
+    def record_surprisal(self, step: int, token: torch.Tensor) -> None:
+        assert self._pending_logp is not None
+        buf = self._buf("surprisal", (), torch.float32, self._pending_logp.device, float("nan"))
+        buf[step] = metrics.token_surprisal_bits(self._pending_logp, token.to(self._pending_logp.device))
+
+    def _on_model_out(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        logits = output.logits[0, -1]
+        dev = logits.device
+        stats, ids, probs, logp = metrics.output_distribution(logits, self.top_k)
+        t = self.step
+        self._buf("step_stats", (5,), torch.float32, dev)[t] = stats
+        self._buf("top_k_ids", (self.top_k,), torch.int64, dev)[t] = ids
+        self._buf("top_k_probs", (self.top_k,), torch.float32, dev)[t] = probs
+        self._buf("logit_flags", (2,), torch.bool, dev)[t] = torch.stack([torch.isnan(logits).any(), torch.isinf(logits).any()])
+        self._pending_logp = logp
+
+    def _make_first_pre(self, stack: Stack) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if self._in_prompt_pass(stack):
+                hidden = args[0] if args else kwargs["hidden_states"]
+                self._prev_hidden = hidden[0]
+
+        return hook
+
+    def _layer_output(self, stack: Stack, i: int, h: torch.Tensor) -> None:
+        """h: [S, D] output of layer i (the last layer's output is the stack's final-normed one)."""
+        if stack.role != "encoder":
+            if self._step_vec is None:
+                self._step_vec = torch.empty(stack.num_layers, h.shape[-1], dtype=torch.float32, device=h.device)
+            self._step_vec[i] = h[-1]
+        if self._in_prompt_pass(stack) and self._prev_hidden is not None:
+            self._layer_transformation[i] = metrics.layer_transformation(self._prev_hidden, h)
+            self._prev_hidden = h
+
+    def _make_layer_hook(self, stack: Stack, i: int) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            self._layer_output(stack, i, _tensor_output(output)[0])
+
+        return hook
+
+    def _make_stack_hook(self, stack: Stack) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            h = _tensor_output(output)[0]
+            prompt_pass = self._in_prompt_pass(stack)
+            self._layer_output(stack, stack.num_layers - 1, h)
+            self._prev_hidden = None
+            if prompt_pass and stack.role == "causal" and self.structure.lm_head is not None and h.shape[0] > 1:
+                ids = self.prompt_ids.to(h.device)
+                self._prompt_surprisal = metrics.prompt_surprisal_bits(h[:-1], self.structure.lm_head, ids[1:])
+            if stack.role != "encoder":
+                self._finish_step_hidden()
+
+        return hook
+
+    def _finish_step_hidden(self) -> None:
+        vec = self._step_vec
+        assert vec is not None
+        t, dev, n_layers = self.step, vec.device, vec.shape[0]
+        floats, flags = metrics.hidden_stats(vec)
+        self._buf("hidden", (3, n_layers), torch.float32, dev)[t] = floats
+        self._buf("hidden_flags", (2, n_layers), torch.bool, dev)[t] = flags
+        if self._window is None:
+            self._window = torch.zeros(REPETITION_BUFFER, vec.shape[1], dtype=torch.float32, device=dev)
+        self._window[t % REPETITION_BUFFER] = vec[-1]
+        rep = self._buf("repetition", (), torch.float32, dev, float("nan"))
+        if t >= 3:
+            order = [(t - i) % REPETITION_BUFFER for i in range(4)]
+            rep[t] = metrics.repetition_similarity(self._window[order])
+
+    # ----------------------------------------------------------------- attention
+    def on_attention(self, module: nn.Module, weights: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor | None) -> None:
+        """weights [1, H, q, k] float32 of one layer, called by the registered attention function."""
+        entry = self.structure.attention_index.get(id(module))
+        if entry is None:  # cross-attention or a module we do not instrument
+            return
+        stack, layer = entry
+        self.attention_calls += 1
+        w = weights[0]
+        if stack.role != "encoder":
+            row = w[:, -1, :]
+            row_valid = None if valid is None else valid[0, :, -1, :].expand_as(row)
+            ent, conc = metrics.attention_row_stats(row)
+            var = metrics.masked_score_variance(scores[0, :, -1, :], row_valid)
+            t, dev, n_heads, n_layers = self.step, row.device, row.shape[0], stack.num_layers
+            self._buf("head_stats", (n_layers, 2, n_heads), torch.float32, dev)[t, layer] = torch.stack([ent, conc])
+            self._buf("score_variance", (n_layers,), torch.float32, dev)[t, layer] = var.max()
+            self._buf("attention_flags", (n_layers, 2), torch.bool, dev)[t, layer] = torch.stack(
+                [torch.isnan(row).any(), torch.isinf(row).any()]
+            )
+        if self._in_prompt_pass(stack):
+            self._prompt_heads[layer] = metrics.prompt_head_stats(w)
+            self._sparse[layer] = metrics.sparse_rows(w, self.threshold, self.cap)
+
+    # ---------------------------------------------------------------------- finish
+    def finish(self, n_steps: int) -> CollectedArrays:
+        """Trim to the ``n_steps`` generated tokens and copy everything to the host."""
+        b = self._buffers
+        missing = [k for k in ("step_stats", "hidden", "head_stats") if k not in b]
+        if missing:
+            raise ValueError(
+                "the model ran without the instrumented attention/hidden-state paths "
+                f"(nothing recorded for {missing}); it does not route attention through transformers' "
+                "AttentionInterface, so corevital cannot analyse it"
+            )
+
+        def host(name: str) -> np.ndarray:
+            return b[name][:n_steps].cpu().numpy()
+
+        head = host("head_stats")
+        prompt_heads = lt = psurp = counts = keys = vals = None
+        if self.prompt_telemetry and self._prompt_heads:
+            n = self.structure.prompt.num_layers
+            prompt_heads = torch.stack([self._prompt_heads[i] for i in range(n)]).cpu().numpy()
+            lt = torch.stack([self._layer_transformation[i] for i in range(n)]).cpu().numpy()
+            psurp = None if self._prompt_surprisal is None else self._prompt_surprisal.cpu().numpy()
+            counts = torch.stack([self._sparse[i][0] for i in range(n)]).cpu().numpy()
+            keys = torch.cat([self._sparse[i][1] for i in range(n)]).cpu().numpy()
+            vals = torch.cat([self._sparse[i][2] for i in range(n)]).to(torch.float16).cpu().numpy()
+        if "surprisal" not in b:
+            dev = b["step_stats"].device
+            self._buf("surprisal", (), torch.float32, dev, float("nan"))
+        if "repetition" not in b:
+            self._buf("repetition", (), torch.float32, b["step_stats"].device, float("nan"))
+        return CollectedArrays(
+            step_stats=host("step_stats"),
+            surprisal=host("surprisal"),
+            top_k_ids=host("top_k_ids"),
+            top_k_probs=host("top_k_probs"),
+            logit_flags=host("logit_flags"),
+            repetition=host("repetition"),
+            hidden=host("hidden"),
+            hidden_flags=host("hidden_flags"),
+            head_entropy=head[:, :, 0, :],
+            head_concentration=head[:, :, 1, :],
+            score_variance=host("score_variance"),
+            attention_flags=host("attention_flags"),
+            prompt_heads=prompt_heads,
+            layer_transformation=lt,
+            prompt_surprisal=psurp,
+            sparse_counts=counts,
+            sparse_keys=keys,
+            sparse_weights=vals,
+            attention_calls=self.attention_calls,
+        )

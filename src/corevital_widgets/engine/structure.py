@@ -1,0 +1,105 @@
+"""Finding what the engine instruments in a transformers model: layer stacks and their
+self-attention modules. Works by structure (a ModuleList of identical blocks that each hold an
+attention module), not by model name, so Llama, GPT-2, Qwen2, T5 and BART are all covered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from torch import nn
+
+Role = Literal["causal", "encoder", "decoder"]
+
+_CROSS_ATTENTION_NAMES = ("encoder_attn", "crossattention", "cross_attn", "encdecattention", "cross_attention")
+
+
+@dataclass
+class Stack:
+    """One stack of transformer blocks.
+
+    module: the module owning the blocks (its output carries ``last_hidden_state``).
+    layers: the blocks, in order. attention: each block's self-attention module.
+    role: "causal" (decoder-only: prompt and steps), "encoder" (prompt only) or "decoder" (steps).
+    """
+
+    module: nn.Module
+    layers: list[nn.Module]
+    attention: list[nn.Module]
+    role: Role
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+
+@dataclass
+class ModelStructure:
+    """The stacks of a model: ``step`` produces per-step data, ``prompt`` the prompt telemetry
+    (the same stack for causal LMs, the encoder for encoder-decoders)."""
+
+    step: Stack
+    prompt: Stack
+    lm_head: nn.Module | None
+    is_encoder_decoder: bool
+    attention_index: dict[int, tuple[Stack, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for stack in {id(self.step): self.step, id(self.prompt): self.prompt}.values():
+            for i, module in enumerate(stack.attention):
+                self.attention_index[id(module)] = (stack, i)
+
+
+def _innermost_self_attention(block: nn.Module) -> nn.Module | None:
+    """The block's self-attention: the first innermost submodule whose class name ends in
+    "Attention", skipping cross-attention by its attribute name."""
+    for name, module in block.named_modules():
+        if not type(module).__name__.endswith("Attention"):
+            continue
+        if any(part in name.lower() for part in _CROSS_ATTENTION_NAMES):
+            continue
+        if any(type(c).__name__.endswith("Attention") for c in module.children()):
+            continue
+        return module
+    return None
+
+
+def _find_stack(root: nn.Module, role: Role) -> Stack | None:
+    best: tuple[nn.Module, nn.ModuleList] | None = None
+    for owner in root.modules():
+        for child in owner.children():
+            if not isinstance(child, nn.ModuleList) or len(child) == 0:
+                continue
+            if any(type(b) is not type(child[0]) for b in child):
+                continue
+            if _innermost_self_attention(child[0]) is None:
+                continue
+            if best is None or len(child) > len(best[1]):
+                best = (owner, child)
+    if best is None:
+        return None
+    owner, blocks = best
+    layers = list(blocks)
+    return Stack(owner, layers, [_innermost_self_attention(b) for b in layers], role)  # type: ignore[misc]
+
+
+def inspect_model(model: nn.Module) -> ModelStructure:
+    """Find the stacks to instrument; raise ValueError when the model has none we understand."""
+    config = getattr(model, "config", None)
+    is_enc_dec = bool(getattr(config, "is_encoder_decoder", False))
+    if is_enc_dec:
+        encoder = model.get_encoder() if hasattr(model, "get_encoder") else None
+        decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+        prompt = _find_stack(encoder, "encoder") if encoder is not None else None
+        step = _find_stack(decoder, "decoder") if decoder is not None else None
+    else:
+        step = prompt = _find_stack(model, "causal")
+    if step is None or prompt is None:
+        raise ValueError(
+            f"{type(model).__name__} has no stack of transformer blocks with self-attention modules that "
+            "corevital understands (a ModuleList of identical blocks each holding a module whose class name "
+            "ends in 'Attention'). Pass a transformers causal LM (Llama, GPT-2, Qwen2, ...) or encoder-decoder "
+            "(T5, BART) model."
+        )
+    lm_head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return ModelStructure(step=step, prompt=prompt, lm_head=lm_head, is_encoder_decoder=is_enc_dec)

@@ -1,0 +1,1 @@
+"""Trace storage, queries and export (numpy only; no torch)."""

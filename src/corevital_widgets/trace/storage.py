@@ -1,0 +1,213 @@
+"""The trace file: one versioned, checksummed, compressed file; numpy + zstandard only.
+
+Layout (little-endian)::
+
+    offset 0   8 bytes  magic b"CVTRACE\\0"
+           8   u32      schema version
+          12   u32      reserved (0)
+          16   u64      payload length in bytes
+          24   32 bytes SHA-256 of the payload
+          56   payload  zstd frame of: u32 header length, header JSON (utf-8), array blobs
+
+The header JSON holds meta, tokens, health and a directory of arrays (name, dtype, shape,
+offset, byte length, filter). Filters make arrays compress well and are undone exactly:
+``shuffle`` stores the bytes of multi-byte values as byte planes; ``row_delta`` stores sparse
+keys as differences within each CSR row. Writes go to a temporary file that replaces the
+target only once complete, so a failed save never truncates an existing trace. Any
+damage is caught by the checksum before anything is decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zstandard
+
+from .groups import Attention, Heads, Layers, Prompt, Timeline
+from .health import Health
+from .sparse import SparseAttention
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .trace import Trace
+
+MAGIC = b"CVTRACE\x00"
+_HEADER = struct.Struct("<8sIIQ32s")
+ZSTD_LEVEL = 12
+_GROUPS = {"timeline": Timeline, "layers": Layers, "attention": Attention, "heads": Heads, "prompt": Prompt}
+
+
+class TraceFileError(ValueError):
+    """A file that is not a readable trace: wrong kind, wrong version, truncated or corrupt."""
+
+
+# ------------------------------------------------------------------------------ filters
+def _shuffle(a: np.ndarray) -> bytes:
+    raw = np.ascontiguousarray(a).view(np.uint8)
+    if a.dtype.itemsize == 1 or a.size == 0:
+        return raw.tobytes()
+    return raw.reshape(-1, a.dtype.itemsize).T.tobytes()
+
+
+def _unshuffle(buf: bytes, dtype: np.dtype, count: int) -> np.ndarray:
+    raw = np.frombuffer(buf, dtype=np.uint8)
+    if dtype.itemsize > 1 and count:
+        raw = raw.reshape(dtype.itemsize, count).T
+    return np.ascontiguousarray(raw).view(dtype).reshape(-1)
+
+
+def _row_starts(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    c = counts.ravel().astype(np.int64)
+    c = c[c > 0]
+    starts = np.zeros(c.size, dtype=np.int64)
+    np.cumsum(c[:-1], out=starts[1:])
+    return starts, c
+
+
+def _row_delta_encode(keys: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    starts, _ = _row_starts(counts)
+    d = keys.astype(np.int64)
+    d[1:] -= keys[:-1].astype(np.int64)
+    d[starts] = keys[starts]
+    return d.astype(keys.dtype)
+
+
+def _row_delta_decode(deltas: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    if deltas.size == 0:
+        return deltas
+    starts, lengths = _row_starts(counts)
+    cs = np.cumsum(deltas.astype(np.int64))
+    base = cs[starts] - deltas[starts].astype(np.int64)
+    return (cs - np.repeat(base, lengths)).astype(deltas.dtype)
+
+
+# ---------------------------------------------------------------------------- encoding
+def _arrays(trace: "Trace") -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {"prompt_ids": trace.prompt_ids, "generated_ids": trace.generated_ids}
+    for gname in _GROUPS:
+        for name, arr in getattr(trace, gname).arrays().items():
+            out[f"{gname}.{name}"] = arr
+    for name, arr in trace.sparse.arrays().items():
+        out[f"sparse.{name}"] = arr
+    return out
+
+
+def trace_to_bytes(trace: "Trace") -> bytes:
+    """Serialise a trace to the file format (see module docstring)."""
+    arrays = _arrays(trace)
+    directory: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    offset = 0
+    for name, arr in arrays.items():
+        data = arr
+        filt = "shuffle"
+        if name == "sparse.keys":
+            data = _row_delta_encode(arr, trace.sparse.row_counts)
+            filt = "row_delta+shuffle"
+        blob = _shuffle(data)
+        directory.append({"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape), "offset": offset,
+                          "nbytes": len(blob), "filter": filt})
+        blobs.append(blob)
+        offset += len(blob)
+    header = {
+        "meta": trace.meta,
+        "prompt_tokens": trace.prompt_tokens,
+        "generated_tokens": trace.generated_tokens,
+        "top_k_tokens": trace.top_k_tokens,
+        "health": trace.health.to_dict(),
+        "sparse": {"threshold": trace.sparse.threshold, "cap": trace.sparse.cap},
+        "arrays": directory,
+    }
+    head = json.dumps(header, separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode("utf-8")
+    inner = b"".join([struct.pack("<I", len(head)), head, *blobs])
+    payload = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(inner)
+    from .trace import SCHEMA_VERSION
+
+    return _HEADER.pack(MAGIC, SCHEMA_VERSION, 0, len(payload), hashlib.sha256(payload).digest()) + payload
+
+
+def save_trace(trace: "Trace", path: str | PathLike[str]) -> int:
+    """Write atomically: temp file in the same folder, fsync, rename. Returns bytes written."""
+    data = trace_to_bytes(trace)  # fails before any file is touched
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"{target} is a directory; pass a file path such as {target / 'trace.cvtrace'}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent if str(target.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(data)
+
+
+# ---------------------------------------------------------------------------- decoding
+def trace_from_bytes(data: bytes, source: str = "<bytes>") -> "Trace":
+    """Parse the file format; raise TraceFileError naming what is wrong."""
+    from .trace import SCHEMA_VERSION, Trace
+
+    if len(data) < _HEADER.size or not data.startswith(MAGIC):
+        if len(data) < len(MAGIC) and MAGIC.startswith(data):
+            raise TraceFileError(f"{source}: truncated trace file ({len(data)} bytes, shorter than the header)")
+        raise TraceFileError(f"{source}: not a corevital trace file (bad magic bytes)")
+    _, version, _, length, digest = _HEADER.unpack_from(data)
+    if version != SCHEMA_VERSION:
+        newer = "newer" if version > SCHEMA_VERSION else "older"
+        raise TraceFileError(
+            f"{source}: trace schema version {version}, but this corevital_widgets reads version {SCHEMA_VERSION} "
+            f"(the file was written by a {newer} release; "
+            f"{'upgrade corevital_widgets' if newer == 'newer' else 're-run analyze to make a new trace'})"
+        )
+    payload = data[_HEADER.size :]
+    if len(payload) < length:
+        raise TraceFileError(f"{source}: truncated trace file: {len(payload)} of {length} payload bytes present")
+    if len(payload) > length:
+        raise TraceFileError(f"{source}: corrupt trace file: {len(payload) - length} unexpected bytes after the payload")
+    if hashlib.sha256(payload).digest() != digest:
+        raise TraceFileError(f"{source}: corrupt trace file: checksum mismatch (the bytes were altered)")
+    try:
+        inner = zstandard.ZstdDecompressor().decompress(payload)
+        (head_len,) = struct.unpack_from("<I", inner)
+        header = json.loads(inner[4 : 4 + head_len].decode("utf-8"))
+        body = memoryview(inner)[4 + head_len :]
+        arrays: dict[str, np.ndarray] = {}
+        for entry in header["arrays"]:
+            dtype = np.dtype(entry["dtype"])
+            count = int(np.prod(entry["shape"], dtype=np.int64))
+            blob = bytes(body[entry["offset"] : entry["offset"] + entry["nbytes"]])
+            arrays[entry["name"]] = _unshuffle(blob, dtype, count).reshape(entry["shape"])
+        arrays["sparse.keys"] = _row_delta_decode(arrays["sparse.keys"], arrays["sparse.row_counts"])
+        groups = {
+            g: cls(**{k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(g + ".")})
+            for g, cls in _GROUPS.items()
+        }
+        sparse = SparseAttention(arrays["sparse.row_counts"], arrays["sparse.keys"], arrays["sparse.weights"],
+                                 threshold=header["sparse"]["threshold"], cap=header["sparse"]["cap"])
+        return Trace(
+            meta=header["meta"], prompt_ids=arrays["prompt_ids"], prompt_tokens=header["prompt_tokens"],
+            generated_ids=arrays["generated_ids"], generated_tokens=header["generated_tokens"],
+            top_k_tokens=header["top_k_tokens"], sparse=sparse, health=Health.from_dict(header["health"]), **groups,
+        )
+    except TraceFileError:
+        raise
+    except Exception as err:  # checksum passed but content is not what this version writes
+        raise TraceFileError(f"{source}: corrupt trace file: {type(err).__name__}: {err}") from err
+
+
+def load_trace(path: str | PathLike[str]) -> "Trace":
+    """Load a trace written by :meth:`Trace.save` (works without torch installed)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no trace file at {p}")
+    return trace_from_bytes(p.read_bytes(), source=str(p))
