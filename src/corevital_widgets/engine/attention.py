@@ -22,6 +22,17 @@ ACTIVE_COLLECTOR: ContextVar["Collector | None"] = ContextVar("corevital_active_
 _registered = False
 
 
+def _grouped_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a [B, H, q, x] @ b [B, Hkv, x, y] for grouped-query attention (H = Hkv * groups, heads
+    of a group adjacent) without repeating b per head: a is viewed as [B, Hkv, groups*q, x]."""
+    bsz, heads, q_len, _ = a.shape
+    kv_heads = b.shape[1]
+    if kv_heads == heads:
+        return torch.matmul(a, b)
+    out = torch.matmul(a.reshape(bsz, kv_heads, (heads // kv_heads) * q_len, a.shape[-1]), b)
+    return out.reshape(bsz, heads, q_len, b.shape[-1])
+
+
 def attention_weights(
     module: nn.Module,
     query: torch.Tensor,
@@ -35,12 +46,9 @@ def attention_weights(
     query [B, Hq, q, d], key [B, Hkv, k, d] (grouped-query keys are repeated per head).
     Returns (weights [B, H, q, k] float32, pre-softmax scores, valid-key mask or None).
     """
-    n_rep = query.shape[1] // key.shape[1]
-    if n_rep > 1:
-        key = key.repeat_interleave(n_rep, dim=1)
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
-    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    scores = _grouped_matmul(query, key.transpose(-1, -2)) * scaling
     position_bias = kwargs.get("position_bias")
     if position_bias is not None:  # T5 relative position bias
         scores = scores + position_bias
@@ -59,7 +67,7 @@ def attention_weights(
             scores = scores + mask
     elif query.shape[-2] > 1 and getattr(module, "is_causal", False):
         q_len = query.shape[-2]
-        valid = torch.ones(q_len, n_keys, dtype=torch.bool, device=scores.device).tril(n_keys - q_len)
+        valid = torch.ones(1, 1, q_len, n_keys, dtype=torch.bool, device=scores.device).tril(n_keys - q_len)
         scores = scores.masked_fill(~valid, torch.finfo(scores.dtype).min)
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32)
     return weights, scores, valid
@@ -80,13 +88,10 @@ def corevital_attention(
     collector = ACTIVE_COLLECTOR.get()
     if collector is not None:
         collector.on_attention(module, weights, scores, valid)
-    n_rep = query.shape[1] // value.shape[1]
-    if n_rep > 1:
-        value = value.repeat_interleave(n_rep, dim=1)
     probs = weights.to(value.dtype)
     if dropout and module.training:
         probs = nn.functional.dropout(probs, p=dropout, training=True)
-    out = torch.matmul(probs, value).transpose(1, 2).contiguous()
+    out = _grouped_matmul(probs, value).transpose(1, 2).contiguous()
     return out, None
 
 
@@ -95,9 +100,9 @@ def register() -> str:
     global _registered
     if not _registered:
         from transformers import AttentionInterface
-        from transformers.masking_utils import AttentionMaskInterface, eager_mask
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
         AttentionInterface.register(ATTENTION_NAME, corevital_attention)
-        AttentionMaskInterface.register(ATTENTION_NAME, eager_mask)
+        AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)  # boolean, or None when plainly causal
         _registered = True
     return ATTENTION_NAME

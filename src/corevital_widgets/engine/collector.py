@@ -216,11 +216,11 @@ class Collector:
             ent, conc = metrics.attention_row_stats(row)
             var = metrics.masked_score_variance(scores[0, :, -1, :], row_valid)
             t, dev, n_heads, n_layers = self.step, row.device, row.shape[0], stack.num_layers
-            self._buf("head_stats", (n_layers, 2, n_heads), torch.float32, dev)[t, layer] = torch.stack([ent, conc])
-            self._buf("score_variance", (n_layers,), torch.float32, dev)[t, layer] = var.max()
-            self._buf("attention_flags", (n_layers, 2), torch.bool, dev)[t, layer] = torch.stack(
-                [torch.isnan(row).any(), torch.isinf(row).any()]
-            )
+            # NaN anywhere in a row makes its entropy NaN, and softmax output is never infinite,
+            # so the row's has_nan / has_inf flags are derived from these in finish().
+            self._buf("head_entropy", (n_layers, n_heads), torch.float32, dev)[t, layer] = ent
+            self._buf("head_concentration", (n_layers, n_heads), torch.float32, dev)[t, layer] = conc
+            self._buf("score_variance", (n_layers,), torch.float32, dev)[t, layer] = var.amax()
         if self._in_prompt_pass(stack):
             self._prompt_heads[layer] = metrics.prompt_head_stats(w)
             self._sparse[layer] = metrics.sparse_rows(w, self.threshold, self.cap)
@@ -229,7 +229,7 @@ class Collector:
     def finish(self, n_steps: int) -> CollectedArrays:
         """Trim to the ``n_steps`` generated tokens and copy everything to the host."""
         b = self._buffers
-        missing = [k for k in ("step_stats", "hidden", "head_stats") if k not in b]
+        missing = [k for k in ("step_stats", "hidden", "head_entropy") if k not in b]
         if missing:
             raise ValueError(
                 "the model ran without the instrumented attention/hidden-state paths "
@@ -240,7 +240,7 @@ class Collector:
         def host(name: str) -> np.ndarray:
             return b[name][:n_steps].cpu().numpy()
 
-        head = host("head_stats")
+        head_entropy, head_concentration = host("head_entropy"), host("head_concentration")
         prompt_heads = lt = psurp = counts = keys = vals = None
         if self.prompt_telemetry and self._prompt_heads:
             n = self.structure.prompt.num_layers
@@ -264,10 +264,10 @@ class Collector:
             repetition=host("repetition"),
             hidden=host("hidden"),
             hidden_flags=host("hidden_flags"),
-            head_entropy=head[:, :, 0, :],
-            head_concentration=head[:, :, 1, :],
+            head_entropy=head_entropy,
+            head_concentration=head_concentration,
             score_variance=host("score_variance"),
-            attention_flags=host("attention_flags"),
+            attention_flags=np.stack([np.isnan(head_entropy).any(-1), np.isinf(head_concentration).any(-1)], -1),
             prompt_heads=prompt_heads,
             layer_transformation=lt,
             prompt_surprisal=psurp,

@@ -30,7 +30,7 @@ def output_distribution(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, tor
     """
     logp = torch.log_softmax(logits.float(), dim=-1)
     p = logp.exp()
-    ent = -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum() / LN2
+    ent = -torch.where(p == 0, torch.zeros_like(p), p * logp).sum() / LN2  # NaN logits stay NaN
     probs, ids = torch.topk(p, k)
     second = probs[1] if k > 1 else torch.zeros_like(probs[0])
     stats = torch.stack([ent, probs[0] - second, probs.sum(), probs[0], torch.exp2(ent)])
@@ -97,7 +97,8 @@ def sparse_rows(weights: torch.Tensor, threshold: float, cap: int = 0) -> tuple[
         keep = vals > threshold
         return keep.sum(-1), idx[keep], vals[keep]
     keep = weights > threshold
-    return keep.sum(-1), keep.nonzero()[:, -1], weights[keep]
+    flat = keep.reshape(-1).nonzero().squeeze(1)
+    return keep.sum(-1), flat % weights.shape[-1], weights.reshape(-1)[flat]
 
 
 # ----------------------------------------------------------------------- hidden states

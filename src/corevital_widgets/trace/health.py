@@ -115,8 +115,10 @@ def _first_step(mask: np.ndarray) -> FiredAt | None:
 
 
 def _earliest(*candidates: FiredAt | None) -> FiredAt | None:
+    """The earliest step; at equal steps a located (layer) hit wins over the logits, which
+    only show the consequence."""
     found = [c for c in candidates if c is not None]
-    return min(found, key=lambda c: (c.step, -1 if c.layer is None else c.layer)) if found else None
+    return min(found, key=lambda c: (c.step, float("inf") if c.layer is None else c.layer)) if found else None
 
 
 def thirds(n_layers: int) -> tuple[slice, slice]:

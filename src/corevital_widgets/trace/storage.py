@@ -157,11 +157,11 @@ def trace_from_bytes(data: bytes, source: str = "<bytes>") -> "Trace":
     """Parse the file format; raise TraceFileError naming what is wrong."""
     from .trace import SCHEMA_VERSION, Trace
 
-    if len(data) < _HEADER.size or not data.startswith(MAGIC):
-        if len(data) < len(MAGIC) and MAGIC.startswith(data):
-            raise TraceFileError(f"{source}: truncated trace file ({len(data)} bytes, shorter than the header)")
+    if not data[: len(MAGIC)] == MAGIC[: len(data)]:
         raise TraceFileError(f"{source}: not a corevital trace file (bad magic bytes)")
-    _, version, _, length, digest = _HEADER.unpack_from(data)
+    if len(data) < _HEADER.size:
+        raise TraceFileError(f"{source}: truncated trace file ({len(data)} bytes, shorter than the {_HEADER.size}-byte header)")
+    _, version, reserved, length, digest = _HEADER.unpack_from(data)
     if version != SCHEMA_VERSION:
         newer = "newer" if version > SCHEMA_VERSION else "older"
         raise TraceFileError(
@@ -169,6 +169,8 @@ def trace_from_bytes(data: bytes, source: str = "<bytes>") -> "Trace":
             f"(the file was written by a {newer} release; "
             f"{'upgrade corevital_widgets' if newer == 'newer' else 're-run analyze to make a new trace'})"
         )
+    if reserved != 0:
+        raise TraceFileError(f"{source}: corrupt trace file: reserved header field is {reserved:#x}, expected 0")
     payload = data[_HEADER.size :]
     if len(payload) < length:
         raise TraceFileError(f"{source}: truncated trace file: {len(payload)} of {length} payload bytes present")
