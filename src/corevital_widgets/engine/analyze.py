@@ -13,7 +13,8 @@ from ..trace.health import DEFAULT_THRESHOLDS, Thresholds
 from ..trace.sparse import SparseAttention
 from ..trace.trace import SCHEMA_VERSION, Trace
 from .attention import ACTIVE_COLLECTOR, register
-from .collector import CollectedArrays, Collector
+from .collector import DEFAULT_MAX_SPARSE_BYTES, CollectedArrays, Collector
+from .prompt_attention import DEFAULT_TILE_BYTES
 from .loading import resolve_model, resolve_tokenizer
 from .model_state import preserved_model_state
 from .structure import ModelStructure, inspect_model
@@ -90,6 +91,8 @@ def analyze(
     attention_threshold: float = 0.01,
     top_k: int = 10,
     attention_cap: int = 0,
+    max_sparse_bytes: int = DEFAULT_MAX_SPARSE_BYTES,
+    attention_tile_bytes: int = DEFAULT_TILE_BYTES,
     thresholds: Thresholds | None = None,
     on_step: Callable[[int, int], None] | None = None,
     progress: bool = False,
@@ -107,6 +110,10 @@ def analyze(
         attention_threshold: sparse prompt attention keeps weights above this probability.
         top_k: alternatives kept per step; also the k of ``voter_agreement`` (top-k mass).
         attention_cap: keep at most this many keys per prompt query row (0 = no cap).
+        max_sparse_bytes: when no cap is given and the uncapped sparse profile would exceed this
+            many bytes (estimated from the first layer), a cap is chosen so it fits, with a warning.
+        attention_tile_bytes: memory budget for one tile of prompt attention (the prompt pass
+            runs over query tiles so that no full [H, P, P] matrix is ever held).
         thresholds: health-flag thresholds (defaults: shared/METRICS.md).
         on_step: called as ``on_step(step, token_id)`` after every generated token.
         progress: show a tqdm progress bar.
@@ -153,6 +160,7 @@ def analyze(
     collector = Collector(
         model, structure, input_ids[0], max_steps=max_new_tokens, top_k=int(top_k),
         prompt_telemetry=prompt_telemetry, attention_threshold=attention_threshold, attention_cap=attention_cap,
+        tile_bytes=attention_tile_bytes, max_sparse_bytes=max_sparse_bytes,
     )
     gen_kwargs = dict(generate_kwargs)
     pad = getattr(tokenizer, "pad_token_id", None)
@@ -198,7 +206,7 @@ def analyze(
         model, structure, tokenizer, prompt_np, gen_np, arrays, thresholds,
         params={"max_new_tokens": max_new_tokens, "do_sample": bool(do_sample), "seed": seed,
                 "prompt_telemetry": bool(prompt_telemetry), "attention_threshold": float(attention_threshold),
-                "attention_cap": int(attention_cap), "top_k": int(top_k),
+                "attention_cap": int(collector.cap), "top_k": int(top_k),
                 **{k: v for k, v in generate_kwargs.items() if isinstance(v, (int, float, str, bool)) and k != "streamer"}},
         device=str(device),
     )

@@ -40,18 +40,22 @@ def attention_weights(
     attention_mask: torch.Tensor | None,
     scaling: float | None,
     kwargs: dict[str, Any],
+    rows: slice = slice(None),
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Eager attention probabilities, exactly as transformers' eager path computes them.
+    """Eager attention probabilities of the query rows ``rows``, exactly as transformers'
+    eager path computes them.
 
-    query [B, Hq, q, d], key [B, Hkv, k, d] (grouped-query keys are repeated per head).
-    Returns (weights [B, H, q, k] float32, pre-softmax scores, valid-key mask or None).
+    query [B, Hq, q, d], key [B, Hkv, k, d] (grouped-query heads share keys).
+    Returns (weights [B, H, r, k] float32, pre-softmax scores, valid-key mask or None).
     """
+    q_len = query.shape[-2]
+    query = query[..., rows, :]
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     scores = _grouped_matmul(query, key.transpose(-1, -2)) * scaling
     position_bias = kwargs.get("position_bias")
     if position_bias is not None:  # T5 relative position bias
-        scores = scores + position_bias
+        scores = scores + (position_bias[..., rows, :] if position_bias.shape[-2] == q_len else position_bias)
     softcap = kwargs.get("softcap")
     if softcap is not None:  # Gemma-2 style logit soft-capping
         scores = torch.tanh(scores / softcap) * softcap
@@ -59,15 +63,17 @@ def attention_weights(
     n_keys = key.shape[-2]
     if attention_mask is not None:
         mask = attention_mask[..., :n_keys]
+        if mask.shape[-2] == q_len:
+            mask = mask[..., rows, :]
         if mask.dtype == torch.bool:
             valid = mask
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         else:
             valid = mask > torch.finfo(mask.dtype).min / 2
             scores = scores + mask
-    elif query.shape[-2] > 1 and getattr(module, "is_causal", False):
-        q_len = query.shape[-2]
-        valid = torch.ones(1, 1, q_len, n_keys, dtype=torch.bool, device=scores.device).tril(n_keys - q_len)
+    elif q_len > 1 and getattr(module, "is_causal", False):
+        q_idx = torch.arange(q_len, device=scores.device)[rows] + (n_keys - q_len)
+        valid = (torch.arange(n_keys, device=scores.device) <= q_idx[:, None])[None, None]
         scores = scores.masked_fill(~valid, torch.finfo(scores.dtype).min)
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32)
     return weights, scores, valid
@@ -83,16 +89,41 @@ def corevital_attention(
     dropout: float = 0.0,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """AttentionInterface function: eager attention whose weights go to the active collector."""
-    weights, scores, valid = attention_weights(module, query, key, attention_mask, scaling, kwargs)
+    """AttentionInterface function: eager attention whose weights go to the active collector.
+
+    Prompt passes run blocked over query tiles (see prompt_attention.py); single-row decode
+    steps in one piece. Returns ``None`` weights so the model never accumulates them."""
     collector = ACTIVE_COLLECTOR.get()
-    if collector is not None:
-        collector.on_attention(module, weights, scores, valid)
+    entry = collector.entry_of(module) if collector is not None else None
+    q_len = query.shape[-2]
+    if q_len > 1:  # a prompt pass (prefill or encoder): blocked over query tiles
+        acc, step = collector.prompt_pass(entry, query.shape[1], key.shape[-2]) if entry else (None, False)  # type: ignore[union-attr]
+        tile = collector.tile_rows(query.shape[1], key.shape[-2]) if collector is not None else q_len
+        outputs = []
+        for r0 in range(0, q_len, tile):
+            rows = slice(r0, min(q_len, r0 + tile))
+            weights, scores, valid = attention_weights(module, query, key, attention_mask, scaling, kwargs, rows)
+            if acc is not None:
+                acc.add(weights[0], r0)
+            if step and rows.stop == q_len:
+                collector.on_step_row(entry, weights, scores, valid)  # type: ignore[union-attr]
+            outputs.append(_attend(module, weights, value, dropout))
+        if acc is not None:
+            collector.on_prompt_done(entry, acc)  # type: ignore[union-attr]
+        out = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
+    else:
+        weights, scores, valid = attention_weights(module, query, key, attention_mask, scaling, kwargs)
+        if entry is not None and entry[0].role != "encoder":
+            collector.on_step_row(entry, weights, scores, valid)  # type: ignore[union-attr]
+        out = _attend(module, weights, value, dropout)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _attend(module: nn.Module, weights: torch.Tensor, value: torch.Tensor, dropout: float) -> torch.Tensor:
     probs = weights.to(value.dtype)
     if dropout and module.training:
         probs = nn.functional.dropout(probs, p=dropout, training=True)
-    out = _grouped_matmul(probs, value).transpose(1, 2).contiguous()
-    return out, None
+    return _grouped_matmul(probs, value)
 
 
 def register() -> str:

@@ -10,6 +10,7 @@ copied to the host once, in :meth:`Collector.finish`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -18,6 +19,10 @@ import torch
 from torch import nn
 
 from . import metrics
+from .prompt_attention import DEFAULT_TILE_BYTES, PromptAccumulator, tile_rows
+
+#: Default ceiling for the sparse prompt attention of a run (uncapped estimate), bytes.
+DEFAULT_MAX_SPARSE_BYTES = 512 * 2**20
 from .structure import ModelStructure, Stack
 
 #: Final-layer vectors kept for repetition detection (newest + previous ones); never saved.
@@ -71,6 +76,8 @@ class Collector:
         prompt_telemetry: bool,
         attention_threshold: float,
         attention_cap: int = 0,
+        tile_bytes: int = DEFAULT_TILE_BYTES,
+        max_sparse_bytes: int = DEFAULT_MAX_SPARSE_BYTES,
     ) -> None:
         self.model = model
         self.structure = structure
@@ -80,6 +87,9 @@ class Collector:
         self.prompt_telemetry = prompt_telemetry
         self.threshold = float(attention_threshold)
         self.cap = int(attention_cap)
+        self.tile_bytes = int(tile_bytes)
+        self.max_sparse_bytes = int(max_sparse_bytes)
+        self.auto_cap: int | None = None  # set when the sparse profile had to be capped
         self.step = -1  # index of the forward being run (= generation step)
         self.attention_calls = 0
         self._handles: list[Any] = []
@@ -202,28 +212,71 @@ class Collector:
             rep[t] = metrics.repetition_similarity(self._window[order])
 
     # ----------------------------------------------------------------- attention
-    def on_attention(self, module: nn.Module, weights: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor | None) -> None:
-        """weights [1, H, q, k] float32 of one layer, called by the registered attention function."""
+    def entry_of(self, module: nn.Module) -> tuple[Stack, int] | None:
+        """(stack, layer) of an instrumented self-attention module; None for cross-attention."""
         entry = self.structure.attention_index.get(id(module))
-        if entry is None:  # cross-attention or a module we do not instrument
-            return
-        stack, layer = entry
-        self.attention_calls += 1
-        w = weights[0]
-        if stack.role != "encoder":
-            row = w[:, -1, :]
-            row_valid = None if valid is None else valid[0, :, -1, :].expand_as(row)
-            ent, conc = metrics.attention_row_stats(row)
-            var = metrics.masked_score_variance(scores[0, :, -1, :], row_valid)
-            t, dev, n_heads, n_layers = self.step, row.device, row.shape[0], stack.num_layers
-            # NaN anywhere in a row makes its entropy NaN, and softmax output is never infinite,
-            # so the row's has_nan / has_inf flags are derived from these in finish().
-            self._buf("head_entropy", (n_layers, n_heads), torch.float32, dev)[t, layer] = ent
-            self._buf("head_concentration", (n_layers, n_heads), torch.float32, dev)[t, layer] = conc
-            self._buf("score_variance", (n_layers,), torch.float32, dev)[t, layer] = var.amax()
+        if entry is not None:
+            self.attention_calls += 1
+        return entry
+
+    def tile_rows(self, n_heads: int, n_keys: int) -> int:
+        return tile_rows(n_heads, n_keys, self.tile_bytes)
+
+    def prompt_pass(self, entry: tuple[Stack, int], n_heads: int, n_keys: int) -> tuple[PromptAccumulator | None, bool]:
+        """For a multi-row attention call: an accumulator when prompt telemetry is recorded,
+        and whether its last row is this step's row (a causal LM's prefill)."""
+        stack, _ = entry
+        step = stack.role != "encoder"
+        acc = None
         if self._in_prompt_pass(stack):
-            self._prompt_heads[layer] = metrics.prompt_head_stats(w)
-            self._sparse[layer] = metrics.sparse_rows(w, self.threshold, self.cap)
+            acc = PromptAccumulator(n_heads, n_keys, n_keys, self.threshold, self.cap, self._device_hint(stack))
+        return acc, step
+
+    def _device_hint(self, stack: Stack) -> torch.device:
+        return next(stack.attention[0].parameters(), torch.empty(0)).device
+
+    def on_step_row(self, entry: tuple[Stack, int], weights: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor | None) -> None:
+        """Per-head statistics of the step's query row: the last row of weights [1, H, r, k]."""
+        stack, layer = entry
+        row = weights[0, :, -1, :]
+        row_valid = None if valid is None else valid[0, :, -1, :].expand_as(row)
+        ent, conc = metrics.attention_row_stats(row)
+        var = metrics.masked_score_variance(scores[0, :, -1, :], row_valid)
+        t, dev, n_heads, n_layers = self.step, row.device, row.shape[0], stack.num_layers
+        # NaN anywhere in a row makes its entropy NaN, and softmax output is never infinite,
+        # so the row's has_nan / has_inf flags are derived from these in finish().
+        self._buf("head_entropy", (n_layers, n_heads), torch.float32, dev)[t, layer] = ent
+        self._buf("head_concentration", (n_layers, n_heads), torch.float32, dev)[t, layer] = conc
+        self._buf("score_variance", (n_layers,), torch.float32, dev)[t, layer] = var.amax()
+
+    def on_prompt_done(self, entry: tuple[Stack, int], acc: PromptAccumulator) -> None:
+        """Keep a layer's prompt head statistics; move its sparse profile to the host now."""
+        stack, layer = entry
+        self._prompt_heads[layer] = acc.head_stats()
+        sp = acc.sparse()
+        counts, keys, weights = sp.counts.cpu(), sp.keys.cpu(), sp.weights.to(torch.float16).cpu()
+        if not self._sparse and not self.cap:
+            self._choose_cap(stack, counts, keys.numel())
+        if self.cap and acc.cap != self.cap:  # layers computed before the cap was chosen
+            counts, keys, weights = metrics.cap_rows(counts, keys, weights, self.cap)
+        self._sparse[layer] = (counts, keys, weights)
+
+    def _choose_cap(self, stack: Stack, counts: torch.Tensor, n_entries: int) -> None:
+        """After the first layer: if the uncapped profile of all layers would exceed
+        ``max_sparse_bytes`` (4 bytes per entry), cap keys per query row so it fits, and warn."""
+        n_layers = stack.num_layers
+        estimate = n_entries * n_layers * 4
+        if estimate <= self.max_sparse_bytes:
+            return
+        rows = counts.numel() * n_layers
+        cap = max(1, int(self.max_sparse_bytes // (4 * rows)))
+        self.cap = self.auto_cap = cap
+        warnings.warn(
+            f"the sparse prompt attention at threshold {self.threshold} would take about {estimate / 2**20:.0f} MiB "
+            f"({n_entries * n_layers:,} entries), over max_sparse_bytes={self.max_sparse_bytes / 2**20:.0f} MiB; "
+            f"keeping at most {cap} keys per query row (pass attention_cap or max_sparse_bytes to choose)",
+            RuntimeWarning, stacklevel=2,
+        )
 
     # ---------------------------------------------------------------------- finish
     def finish(self, n_steps: int) -> CollectedArrays:
@@ -247,9 +300,9 @@ class Collector:
             prompt_heads = torch.stack([self._prompt_heads[i] for i in range(n)]).cpu().numpy()
             lt = torch.stack([self._layer_transformation[i] for i in range(n)]).cpu().numpy()
             psurp = None if self._prompt_surprisal is None else self._prompt_surprisal.cpu().numpy()
-            counts = torch.stack([self._sparse[i][0] for i in range(n)]).cpu().numpy()
-            keys = torch.cat([self._sparse[i][1] for i in range(n)]).cpu().numpy()
-            vals = torch.cat([self._sparse[i][2] for i in range(n)]).to(torch.float16).cpu().numpy()
+            counts = torch.stack([self._sparse[i][0] for i in range(n)]).numpy()
+            keys = torch.cat([self._sparse[i][1] for i in range(n)]).numpy()
+            vals = torch.cat([self._sparse[i][2] for i in range(n)]).numpy()
         if "surprisal" not in b:
             dev = b["step_stats"].device
             self._buf("surprisal", (), torch.float32, dev, float("nan"))

@@ -70,35 +70,54 @@ def masked_score_variance(scores: torch.Tensor, valid: torch.Tensor | None) -> t
     return (torch.where(valid, (s - mean.unsqueeze(-1)) ** 2, torch.zeros_like(s))).sum(-1) / n
 
 
-def prompt_head_stats(weights: torch.Tensor) -> torch.Tensor:
-    """Per-head prompt statistics of one layer's full prompt attention [H, P, P].
-
-    Returns [4, H] float32: entropy (bits, mean over query rows), concentration (mean over
-    rows of the row's largest weight), sink (mean attention to key 0), basin (mean mass on
-    keys [P//3, 2P//3) over mean mass on all other keys + 1e-10).
-    """
-    p = weights.shape[-1]
+def prompt_head_partials(weights: torch.Tensor, n_keys: int) -> torch.Tensor:
+    """Per-head sums over a tile of prompt query rows [H, tq, n_keys] of the quantities whose
+    means make the prompt head statistics: [5, H] float32 = entropy (bits), concentration (row
+    max), sink (weight on key 0), middle mass (keys [P//3, 2P//3)), mass on all other keys."""
     ent, conc = attention_row_stats(weights)
-    sink = weights[..., 0]
-    mid = weights[..., p // 3 : (2 * p) // 3].sum(-1)
+    mid = weights[..., n_keys // 3 : (2 * n_keys) // 3].sum(-1)
     other = weights.sum(-1) - mid
-    basin = mid.mean(-1) / (other.mean(-1) + 1e-10)
-    return torch.stack([ent.mean(-1), conc.mean(-1), sink.mean(-1), basin])
+    return torch.stack([ent.sum(-1), conc.sum(-1), weights[..., 0].sum(-1), mid.sum(-1), other.sum(-1)])
 
 
-def sparse_rows(weights: torch.Tensor, threshold: float, cap: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """CSR pieces of one layer's prompt attention [H, P, P]: every weight > threshold, at most
-    ``cap`` per row when cap > 0. Returns (row counts [H, P], keys [N] ascending within each
-    row, weights [N]) with rows in (head, query) order."""
-    if cap and cap < weights.shape[-1]:
+def prompt_head_stats(partials: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """[4, H] prompt head statistics from summed partials over all ``n_rows`` query rows:
+    entropy (bits) and concentration, means over rows; sink, mean attention to key 0; basin,
+    mean middle-third mass over (mean mass on the other keys + 1e-10)."""
+    mean = partials / n_rows
+    return torch.stack([mean[0], mean[1], mean[2], mean[3] / (mean[4] + 1e-10)])
+
+
+def sparse_tile(weights: torch.Tensor, threshold: float, cap: int = 0) -> tuple[torch.Tensor, ...]:
+    """Sparse entries of a tile of attention rows [H, tq, S]: every weight > threshold, at most
+    ``cap`` per row when cap > 0. Returns (row counts [H, tq], head [N], row-in-tile [N],
+    key [N], weight [N]) in (head, row, key) order, keys ascending within each row."""
+    n_heads, n_rows, n_keys = weights.shape
+    if cap and cap < n_keys:
         vals, idx = torch.topk(weights, cap, dim=-1)
         idx, order = torch.sort(idx, dim=-1)
         vals = vals.gather(-1, order)
         keep = vals > threshold
-        return keep.sum(-1), idx[keep], vals[keep]
+        flat = keep.reshape(-1).nonzero().squeeze(1)
+        return keep.sum(-1), flat // (n_rows * cap), (flat // cap) % n_rows, idx.reshape(-1)[flat], vals.reshape(-1)[flat]
     keep = weights > threshold
     flat = keep.reshape(-1).nonzero().squeeze(1)
-    return keep.sum(-1), flat % weights.shape[-1], weights.reshape(-1)[flat]
+    return keep.sum(-1), flat // (n_rows * n_keys), (flat // n_keys) % n_rows, flat % n_keys, weights.reshape(-1)[flat]
+
+
+def cap_rows(counts: torch.Tensor, keys: torch.Tensor, weights: torch.Tensor, cap: int) -> tuple[torch.Tensor, ...]:
+    """Keep the ``cap`` largest weights of every CSR row (counts [..., P] rows in order);
+    keys stay ascending within rows. Returns (counts, keys, weights)."""
+    flat_counts = counts.reshape(-1).long()
+    row = torch.repeat_interleave(torch.arange(flat_counts.numel(), device=keys.device), flat_counts)
+    by_weight = torch.sort(-weights.float(), stable=True).indices
+    order = by_weight[torch.sort(row[by_weight], stable=True).indices]  # rows, weight descending
+    starts = torch.cumsum(flat_counts, 0) - flat_counts
+    rank = torch.arange(order.numel(), device=keys.device) - starts[row[order]]
+    kept = order[rank < cap]
+    kept = kept[torch.sort(keys[kept].long(), stable=True).indices]
+    kept = kept[torch.sort(row[kept], stable=True).indices]  # rows, key ascending
+    return counts.clamp(max=cap), keys[kept], weights[kept]
 
 
 # ----------------------------------------------------------------------- hidden states

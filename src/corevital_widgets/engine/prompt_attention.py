@@ -1,0 +1,62 @@
+"""The prompt pass of one layer, blocked over query tiles: at most one tile of attention
+weights ([H, tile_rows, P] float32) exists at a time, whatever the prompt length. Each tile
+adds its partial head statistics and sparse entries; the layer output is assembled from the
+tiles' weights, so outputs and statistics come from the same probabilities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import metrics
+
+#: Default budget for one tile of attention (scores and weights), bytes.
+DEFAULT_TILE_BYTES = 256 * 2**20
+
+
+def tile_rows(n_heads: int, n_keys: int, tile_bytes: int) -> int:
+    """Query rows per tile so that scores + float32 weights of a tile fit ``tile_bytes``."""
+    per_row = n_heads * n_keys * 4 * 3  # scores, float32 weights, one temporary
+    return max(1, int(tile_bytes // per_row))
+
+
+@dataclass
+class LayerSparse:
+    """One layer's CSR pieces, (head, query) row order: counts [H, P], keys [N], weights [N]."""
+
+    counts: torch.Tensor
+    keys: torch.Tensor
+    weights: torch.Tensor
+
+
+class PromptAccumulator:
+    """Accumulates one layer's prompt statistics over query tiles."""
+
+    def __init__(self, n_heads: int, n_rows: int, n_keys: int, threshold: float, cap: int, device: torch.device) -> None:
+        self.n_rows, self.n_keys = n_rows, n_keys
+        self.threshold, self.cap = threshold, cap
+        self.partials = torch.zeros(5, n_heads, dtype=torch.float32, device=device)
+        self._counts: list[torch.Tensor] = []
+        self._entries: list[tuple[torch.Tensor, ...]] = []
+
+    def add(self, weights: torch.Tensor, row0: int) -> None:
+        """weights [H, tq, P] float32 for query rows row0 .. row0 + tq."""
+        self.partials += metrics.prompt_head_partials(weights, self.n_keys)
+        counts, head, row, key, val = metrics.sparse_tile(weights, self.threshold, self.cap)
+        self._counts.append(counts)
+        self._entries.append((head, row + row0, key, val))
+
+    def head_stats(self) -> torch.Tensor:
+        """[4, H]: entropy, concentration, sink, basin (see metrics.prompt_head_stats)."""
+        return metrics.prompt_head_stats(self.partials, self.n_rows)
+
+    def sparse(self) -> LayerSparse:
+        counts = torch.cat(self._counts, dim=1)
+        if len(self._entries) == 1:
+            _, _, key, val = self._entries[0]
+            return LayerSparse(counts, key, val)
+        head, row, key, val = (torch.cat(parts) for parts in zip(*self._entries))
+        # tiles arrive in (tile, head, row) order; CSR wants (head, row): a stable sort keeps keys ascending
+        order = torch.sort(head * self.n_rows + row, stable=True).indices
+        return LayerSparse(counts, key[order], val[order])
