@@ -1,7 +1,16 @@
-"""The registered attention function: computes a layer's attention output and hands the
-attention weights to the active collector, which reduces them on the device right away and
-lets them go. Only one layer's weights exist at a time; the model never receives them
-(the function returns ``None`` weights), so nothing accumulates across layers."""
+"""The registered attention function.
+
+The layer output comes from the fused kernel (``scaled_dot_product_attention``), exactly what
+the model computes without corevital, so generation is unchanged. Statistics come from the
+pre-softmax scores computed beside it:
+
+- a decode step (one query row): the masked score row goes to the collector, which reduces
+  all layers at once when the step's forward ends;
+- a prompt pass (prefill or encoder): a blocked pass over query tiles builds each tile's
+  probabilities, adds its statistics and sparse candidates, and lets it go, so at most one
+  tile of one layer's attention exists at any time.
+
+The function returns ``None`` weights, so the model never accumulates attention."""
 
 from __future__ import annotations
 
@@ -9,6 +18,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,7 +43,14 @@ def _grouped_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out.reshape(bsz, heads, q_len, b.shape[-1])
 
 
-def attention_weights(
+def _causal_valid(q_len: int, n_keys: int, rows: slice, device: torch.device, total_keys: int | None = None) -> torch.Tensor:
+    """[1, 1, r, n_keys] causal mask of query rows ``rows`` (queries are the last q_len of
+    ``total_keys`` positions; only the first n_keys keys are shown)."""
+    q_idx = torch.arange(q_len, device=device)[rows] + ((total_keys or n_keys) - q_len)
+    return (torch.arange(n_keys, device=device) <= q_idx[:, None])[None, None]
+
+
+def attention_scores(
     module: nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,
@@ -41,42 +58,75 @@ def attention_weights(
     scaling: float | None,
     kwargs: dict[str, Any],
     rows: slice = slice(None),
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Eager attention probabilities of the query rows ``rows``, exactly as transformers'
-    eager path computes them.
-
-    query [B, Hq, q, d], key [B, Hkv, k, d] (grouped-query heads share keys).
-    Returns (weights [B, H, r, k] float32, pre-softmax scores, valid-key mask or None).
-    """
-    q_len = query.shape[-2]
-    query = query[..., rows, :]
+    total_keys: int | None = None,
+) -> torch.Tensor:
+    """Pre-softmax scores of the query rows ``rows`` as transformers' eager path computes them,
+    with masked keys set to -inf. query [B, Hq, q, d], key [B, Hkv, k, d] (grouped-query heads
+    share keys; ``key`` may be the first k of ``total_keys`` keys); returns [B, Hq, r, k] in
+    the query dtype."""
+    q_len, n_keys = query.shape[-2], key.shape[-2]
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
-    scores = _grouped_matmul(query, key.transpose(-1, -2)) * scaling
+    scores = _grouped_matmul(query[..., rows, :], key.transpose(-1, -2)) * scaling
     position_bias = kwargs.get("position_bias")
     if position_bias is not None:  # T5 relative position bias
-        scores = scores + (position_bias[..., rows, :] if position_bias.shape[-2] == q_len else position_bias)
+        bias = position_bias[..., :n_keys]
+        scores = scores + (bias[..., rows, :] if bias.shape[-2] == q_len else bias)
     softcap = kwargs.get("softcap")
     if softcap is not None:  # Gemma-2 style logit soft-capping
         scores = torch.tanh(scores / softcap) * softcap
     valid: torch.Tensor | None = None
-    n_keys = key.shape[-2]
     if attention_mask is not None:
         mask = attention_mask[..., :n_keys]
         if mask.shape[-2] == q_len:
             mask = mask[..., rows, :]
         if mask.dtype == torch.bool:
             valid = mask
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         else:
             valid = mask > torch.finfo(mask.dtype).min / 2
-            scores = scores + mask
+            scores = scores + torch.where(valid, mask, torch.zeros((), dtype=mask.dtype, device=mask.device))
     elif q_len > 1 and getattr(module, "is_causal", False):
-        q_idx = torch.arange(q_len, device=scores.device)[rows] + (n_keys - q_len)
-        valid = (torch.arange(n_keys, device=scores.device) <= q_idx[:, None])[None, None]
-        scores = scores.masked_fill(~valid, torch.finfo(scores.dtype).min)
-    weights = torch.softmax(scores, dim=-1, dtype=torch.float32)
-    return weights, scores, valid
+        valid = _causal_valid(q_len, n_keys, rows, scores.device, total_keys)
+    if valid is not None:
+        scores = scores.masked_fill(~valid, float("-inf"))
+    return scores
+
+
+def attention_probs(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax in float32 over keys (masked keys, at -inf, get 0)."""
+    return torch.softmax(scores, dim=-1, dtype=torch.float32)
+
+
+def layer_output(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None,
+    dropout: float,
+    kwargs: dict[str, Any],
+) -> torch.Tensor:
+    """The attention output [B, q, H, d]: the fused SDPA kernel where it expresses the layer,
+    else eager math (T5 position bias, soft-capping)."""
+    q_len, n_keys = query.shape[-2], key.shape[-2]
+    p = dropout if module.training else 0.0
+    if kwargs.get("position_bias") is None and kwargs.get("softcap") is None:
+        mask = attention_mask[..., :n_keys] if attention_mask is not None else None
+        causal = False
+        if mask is None and q_len > 1 and getattr(module, "is_causal", False):
+            if q_len == n_keys:
+                causal = True
+            else:
+                mask = _causal_valid(q_len, n_keys, slice(None), query.device)
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=p, is_causal=causal,
+                                             scale=scaling, enable_gqa=key.shape[1] != query.shape[1])
+    else:
+        probs = attention_probs(attention_scores(module, query, key, attention_mask, scaling, kwargs)).to(value.dtype)
+        if p:
+            probs = F.dropout(probs, p=p, training=True)
+        out = _grouped_matmul(probs, value)
+    return out.transpose(1, 2).contiguous()
 
 
 def corevital_attention(
@@ -89,41 +139,38 @@ def corevital_attention(
     dropout: float = 0.0,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """AttentionInterface function: eager attention whose weights go to the active collector.
-
-    Prompt passes run blocked over query tiles (see prompt_attention.py); single-row decode
-    steps in one piece. Returns ``None`` weights so the model never accumulates them."""
+    """AttentionInterface function (see the module docstring)."""
+    out = layer_output(module, query, key, value, attention_mask, scaling, dropout, kwargs)
     collector = ACTIVE_COLLECTOR.get()
     entry = collector.entry_of(module) if collector is not None else None
+    if entry is None:
+        return out, None
     q_len = query.shape[-2]
-    if q_len > 1:  # a prompt pass (prefill or encoder): blocked over query tiles
-        acc, step = collector.prompt_pass(entry, query.shape[1], key.shape[-2]) if entry else (None, False)  # type: ignore[union-attr]
-        tile = collector.tile_rows(query.shape[1], key.shape[-2]) if collector is not None else q_len
-        outputs = []
-        for r0 in range(0, q_len, tile):
-            rows = slice(r0, min(q_len, r0 + tile))
-            weights, scores, valid = attention_weights(module, query, key, attention_mask, scaling, kwargs, rows)
-            if acc is not None:
-                acc.add(weights[0], r0)
-            if step and rows.stop == q_len:
-                collector.on_step_row(entry, weights, scores, valid)  # type: ignore[union-attr]
-            outputs.append(_attend(module, weights, value, dropout))
+    last = slice(q_len - 1, q_len)
+    if q_len > 1:  # a prompt pass: blocked over query tiles
+        acc, step = collector.prompt_pass(entry, query.shape[1], key.shape[-2])  # type: ignore[union-attr]
         if acc is not None:
+            n_keys = key.shape[-2]
+            causal = bool(getattr(module, "is_causal", False))
+            tile = collector.tile_rows(query.shape[1], n_keys)  # type: ignore[union-attr]
+            for r0 in range(0, q_len, tile):
+                rows = slice(r0, min(q_len, r0 + tile))
+                # a causal tile never sees keys past its last row: skip them (exact, halves the work)
+                upto = min(n_keys, rows.stop + n_keys - q_len) if causal else n_keys
+                scores = attention_scores(module, query, key[..., :upto, :], attention_mask, scaling, kwargs, rows,
+                                          total_keys=n_keys)
+                acc.add(attention_probs(scores)[0], r0)
+                if step and rows.stop == q_len:
+                    collector.on_step_scores(entry, scores[0, :, -1, :])  # type: ignore[union-attr]
+                del scores
             collector.on_prompt_done(entry, acc)  # type: ignore[union-attr]
-        out = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
-    else:
-        weights, scores, valid = attention_weights(module, query, key, attention_mask, scaling, kwargs)
-        if entry is not None and entry[0].role != "encoder":
-            collector.on_step_row(entry, weights, scores, valid)  # type: ignore[union-attr]
-        out = _attend(module, weights, value, dropout)
-    return out.transpose(1, 2).contiguous(), None
-
-
-def _attend(module: nn.Module, weights: torch.Tensor, value: torch.Tensor, dropout: float) -> torch.Tensor:
-    probs = weights.to(value.dtype)
-    if dropout and module.training:
-        probs = nn.functional.dropout(probs, p=dropout, training=True)
-    return _grouped_matmul(probs, value)
+        elif step:
+            scores = attention_scores(module, query, key, attention_mask, scaling, kwargs, last)
+            collector.on_step_scores(entry, scores[0, :, -1, :])  # type: ignore[union-attr]
+    elif entry[0].role != "encoder":
+        scores = attention_scores(module, query, key, attention_mask, scaling, kwargs, last)
+        collector.on_step_scores(entry, scores[0, :, -1, :])  # type: ignore[union-attr]
+    return out, None
 
 
 def register() -> str:

@@ -95,6 +95,8 @@ class Collector:
         self._handles: list[Any] = []
         self._buffers: dict[str, torch.Tensor] = {}
         self._pending_logp: torch.Tensor | None = None
+        self._scores: torch.Tensor | None = None  # [L, H, S_max] this step's masked score rows
+        self._scores_len = 0
         self._step_vec: torch.Tensor | None = None  # [L, D] this step's vectors
         self._window: torch.Tensor | None = None  # [REPETITION_BUFFER, D]
         self._prev_hidden: torch.Tensor | None = None  # prompt pass: previous layer [P, D]
@@ -133,6 +135,9 @@ class Collector:
 
     def _on_model_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self.step += 1
+        if self._scores is not None:  # rows may shrink (sliding-window caches): clear the last step's
+            self._scores[:, :, : self._scores_len] = float("-inf")
+            self._scores_len = 0
         if self.step >= self.max_steps:
             raise RuntimeError(f"generate ran more forwards ({self.step + 1}) than max_new_tokens={self.max_steps}")
         if self._pending_logp is not None:  # token chosen at the previous step is this input's last
@@ -193,6 +198,7 @@ class Collector:
                 self._prompt_surprisal = metrics.prompt_surprisal_bits(h[:-1], self.structure.lm_head, ids[1:])
             if stack.role != "encoder":
                 self._finish_step_hidden()
+                self._finish_step_attention(stack.num_layers)
 
         return hook
 
@@ -220,7 +226,7 @@ class Collector:
         return entry
 
     def tile_rows(self, n_heads: int, n_keys: int) -> int:
-        return tile_rows(n_heads, n_keys, self.tile_bytes)
+        return tile_rows(n_heads, n_keys, self.tile_bytes, self.threshold)
 
     def prompt_pass(self, entry: tuple[Stack, int], n_heads: int, n_keys: int) -> tuple[PromptAccumulator | None, bool]:
         """For a multi-row attention call: an accumulator when prompt telemetry is recorded,
@@ -235,19 +241,22 @@ class Collector:
     def _device_hint(self, stack: Stack) -> torch.device:
         return next(stack.attention[0].parameters(), torch.empty(0)).device
 
-    def on_step_row(self, entry: tuple[Stack, int], weights: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor | None) -> None:
-        """Per-head statistics of the step's query row: the last row of weights [1, H, r, k]."""
+    def on_step_scores(self, entry: tuple[Stack, int], scores: torch.Tensor) -> None:
+        """Store one layer's masked pre-softmax scores [H, S] of the step's query row; all
+        layers are reduced together when the step's forward ends (one set of ops per step)."""
         stack, layer = entry
-        row = weights[0, :, -1, :]
-        row_valid = None if valid is None else valid[0, :, -1, :].expand_as(row)
-        ent, conc = metrics.attention_row_stats(row)
-        var = metrics.masked_score_variance(scores[0, :, -1, :], row_valid)
-        t, dev, n_heads, n_layers = self.step, row.device, row.shape[0], stack.num_layers
-        # NaN anywhere in a row makes its entropy NaN, and softmax output is never infinite,
-        # so the row's has_nan / has_inf flags are derived from these in finish().
-        self._buf("head_entropy", (n_layers, n_heads), torch.float32, dev)[t, layer] = ent
-        self._buf("head_concentration", (n_layers, n_heads), torch.float32, dev)[t, layer] = conc
-        self._buf("score_variance", (n_layers,), torch.float32, dev)[t, layer] = var.amax()
+        n_heads, n_keys = scores.shape
+        if self._scores is None:
+            self._scores = torch.full((stack.num_layers, n_heads, n_keys + self.max_steps), float("-inf"),
+                                      dtype=torch.float32, device=scores.device)
+        self._scores[layer, :, :n_keys] = scores
+        self._scores_len = max(self._scores_len, n_keys)
+
+    def _finish_step_attention(self, n_layers: int) -> None:
+        if self._scores is None:
+            return
+        stats = metrics.step_attention_stats(self._scores[:, :, : self._scores_len])  # [3, L, H]
+        self._buf("head_stats", tuple(stats.shape), torch.float32, stats.device)[self.step] = stats
 
     def on_prompt_done(self, entry: tuple[Stack, int], acc: PromptAccumulator) -> None:
         """Keep a layer's prompt head statistics; move its sparse profile to the host now."""
@@ -282,7 +291,7 @@ class Collector:
     def finish(self, n_steps: int) -> CollectedArrays:
         """Trim to the ``n_steps`` generated tokens and copy everything to the host."""
         b = self._buffers
-        missing = [k for k in ("step_stats", "hidden", "head_entropy") if k not in b]
+        missing = [k for k in ("step_stats", "hidden", "head_stats") if k not in b]
         if missing:
             raise ValueError(
                 "the model ran without the instrumented attention/hidden-state paths "
@@ -293,7 +302,8 @@ class Collector:
         def host(name: str) -> np.ndarray:
             return b[name][:n_steps].cpu().numpy()
 
-        head_entropy, head_concentration = host("head_entropy"), host("head_concentration")
+        head = host("head_stats")
+        head_entropy, head_concentration = head[:, 0], head[:, 1]
         prompt_heads = lt = psurp = counts = keys = vals = None
         if self.prompt_telemetry and self._prompt_heads:
             n = self.structure.prompt.num_layers
@@ -319,7 +329,7 @@ class Collector:
             hidden_flags=host("hidden_flags"),
             head_entropy=head_entropy,
             head_concentration=head_concentration,
-            score_variance=host("score_variance"),
+            score_variance=head[:, 2].max(-1),
             attention_flags=np.stack([np.isnan(head_entropy).any(-1), np.isinf(head_concentration).any(-1)], -1),
             prompt_heads=prompt_heads,
             layer_transformation=lt,

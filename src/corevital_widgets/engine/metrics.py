@@ -60,14 +60,22 @@ def attention_row_stats(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return entropy_bits(weights), weights.amax(-1)
 
 
-def masked_score_variance(scores: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """Population variance of pre-softmax scores [..., S] over the unmasked keys."""
-    if valid is None:
-        return scores.float().var(-1, correction=0)
-    s = torch.where(valid, scores.float(), torch.zeros((), dtype=torch.float32, device=scores.device))
+def step_attention_stats(scores: torch.Tensor) -> torch.Tensor:
+    """Statistics of the step's attention rows of every layer at once, from their masked
+    pre-softmax scores [L, H, S] (masked or absent keys at -inf).
+
+    Returns [3, L, H] float32: entropy (bits) and concentration of the softmax row, and the
+    population variance of the scores over the row's keys (the pre-softmax-variance signal).
+    A NaN score makes that head's entropy NaN."""
+    s = scores.float()
+    weights = torch.softmax(s, dim=-1)
+    ent, conc = attention_row_stats(weights)
+    valid = s > float("-inf")
     n = valid.sum(-1).clamp_min(1)
-    mean = s.sum(-1) / n
-    return (torch.where(valid, (s - mean.unsqueeze(-1)) ** 2, torch.zeros_like(s))).sum(-1) / n
+    x = torch.where(valid, s, torch.zeros((), dtype=s.dtype, device=s.device))
+    mean = x.sum(-1) / n
+    var = torch.where(valid, (x - mean.unsqueeze(-1)) ** 2, torch.zeros((), dtype=s.dtype, device=s.device)).sum(-1) / n
+    return torch.stack([ent, conc, var])
 
 
 def prompt_head_partials(weights: torch.Tensor, n_keys: int) -> torch.Tensor:
@@ -76,7 +84,7 @@ def prompt_head_partials(weights: torch.Tensor, n_keys: int) -> torch.Tensor:
     max), sink (weight on key 0), middle mass (keys [P//3, 2P//3)), mass on all other keys."""
     ent, conc = attention_row_stats(weights)
     mid = weights[..., n_keys // 3 : (2 * n_keys) // 3].sum(-1)
-    other = weights.sum(-1) - mid
+    other = 1.0 - mid  # softmax rows sum to 1
     return torch.stack([ent.sum(-1), conc.sum(-1), weights[..., 0].sum(-1), mid.sum(-1), other.sum(-1)])
 
 
@@ -88,21 +96,28 @@ def prompt_head_stats(partials: torch.Tensor, n_rows: int) -> torch.Tensor:
     return torch.stack([mean[0], mean[1], mean[2], mean[3] / (mean[4] + 1e-10)])
 
 
-def sparse_tile(weights: torch.Tensor, threshold: float, cap: int = 0) -> tuple[torch.Tensor, ...]:
-    """Sparse entries of a tile of attention rows [H, tq, S]: every weight > threshold, at most
-    ``cap`` per row when cap > 0. Returns (row counts [H, tq], head [N], row-in-tile [N],
-    key [N], weight [N]) in (head, row, key) order, keys ascending within each row."""
+def sparse_candidates(weights: torch.Tensor, threshold: float, cap: int = 0) -> tuple[torch.Tensor, ...]:
+    """Candidate sparse entries of a tile of attention rows [H, tq, S], in fixed-size arrays so
+    that no host sync is needed: every weight > threshold (a row has fewer than 1/threshold of
+    them, which bounds the size), at most ``cap`` per row when cap > 0.
+
+    Returns (row counts [H, tq], head, row-in-tile, key, weight, valid) with the entries in
+    (head, row, key) order, keys ascending within a row; entries where ``valid`` is False are
+    padding."""
     n_heads, n_rows, n_keys = weights.shape
     if cap and cap < n_keys:
         vals, idx = torch.topk(weights, cap, dim=-1)
         idx, order = torch.sort(idx, dim=-1)
         vals = vals.gather(-1, order)
         keep = vals > threshold
-        flat = keep.reshape(-1).nonzero().squeeze(1)
-        return keep.sum(-1), flat // (n_rows * cap), (flat // cap) % n_rows, idx.reshape(-1)[flat], vals.reshape(-1)[flat]
+        flat = torch.arange(keep.numel(), device=weights.device)
+        return keep.sum(-1), flat // (n_rows * cap), (flat // cap) % n_rows, idx.reshape(-1), vals.reshape(-1), keep.reshape(-1)
     keep = weights > threshold
-    flat = keep.reshape(-1).nonzero().squeeze(1)
-    return keep.sum(-1), flat // (n_rows * n_keys), (flat // n_keys) % n_rows, flat % n_keys, weights.reshape(-1)[flat]
+    per_row = min(n_keys, math.ceil(1.0 / threshold) + 1) if threshold > 0 else n_keys
+    flat = torch.nonzero_static(keep.reshape(-1), size=n_heads * n_rows * per_row, fill_value=-1).squeeze(1)
+    valid = flat >= 0
+    f = flat.clamp_min(0)
+    return keep.sum(-1), f // (n_rows * n_keys), (f // n_keys) % n_rows, f % n_keys, weights.reshape(-1)[f], valid
 
 
 def cap_rows(counts: torch.Tensor, keys: torch.Tensor, weights: torch.Tensor, cap: int) -> tuple[torch.Tensor, ...]:

@@ -5,6 +5,7 @@ tiles' weights, so outputs and statistics come from the same probabilities."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -15,9 +16,11 @@ from . import metrics
 DEFAULT_TILE_BYTES = 256 * 2**20
 
 
-def tile_rows(n_heads: int, n_keys: int, tile_bytes: int) -> int:
-    """Query rows per tile so that scores + float32 weights of a tile fit ``tile_bytes``."""
-    per_row = n_heads * n_keys * 4 * 3  # scores, float32 weights, one temporary
+def tile_rows(n_heads: int, n_keys: int, tile_bytes: int, threshold: float = 0.01) -> int:
+    """Query rows per tile so that a tile's scores, float32 probabilities, one temporary and
+    its sparse candidates (at most 1/threshold per row, 24 bytes each) fit ``tile_bytes``."""
+    per_row_keys = min(n_keys, math.ceil(1.0 / threshold) + 1) if threshold > 0 else n_keys
+    per_row = n_heads * (n_keys * 12 + per_row_keys * 24)
     return max(1, int(tile_bytes // per_row))
 
 
@@ -41,22 +44,24 @@ class PromptAccumulator:
         self._entries: list[tuple[torch.Tensor, ...]] = []
 
     def add(self, weights: torch.Tensor, row0: int) -> None:
-        """weights [H, tq, P] float32 for query rows row0 .. row0 + tq."""
+        """weights [H, tq, P] float32 for query rows row0 .. row0 + tq (no host sync)."""
         self.partials += metrics.prompt_head_partials(weights, self.n_keys)
-        counts, head, row, key, val = metrics.sparse_tile(weights, self.threshold, self.cap)
+        counts, head, row, key, val, valid = metrics.sparse_candidates(weights, self.threshold, self.cap)
         self._counts.append(counts)
-        self._entries.append((head, row + row0, key, val))
+        self._entries.append((head, row + row0, key, val, valid))
 
     def head_stats(self) -> torch.Tensor:
         """[4, H]: entropy, concentration, sink, basin (see metrics.prompt_head_stats)."""
         return metrics.prompt_head_stats(self.partials, self.n_rows)
 
     def sparse(self) -> LayerSparse:
+        """Compact the tiles' candidates (one host sync per layer) into CSR (head, row) order."""
         counts = torch.cat(self._counts, dim=1)
-        if len(self._entries) == 1:
-            _, _, key, val = self._entries[0]
-            return LayerSparse(counts, key, val)
-        head, row, key, val = (torch.cat(parts) for parts in zip(*self._entries))
-        # tiles arrive in (tile, head, row) order; CSR wants (head, row): a stable sort keeps keys ascending
-        order = torch.sort(head * self.n_rows + row, stable=True).indices
-        return LayerSparse(counts, key[order], val[order])
+        head, row, key, val, valid = (torch.cat(parts) if len(parts) > 1 else parts[0] for parts in zip(*self._entries))
+        keep = valid.nonzero().squeeze(1)
+        head, row, key, val = head[keep], row[keep], key[keep], val[keep]
+        if len(self._entries) > 1:
+            # tiles arrive in (tile, head, row) order; CSR wants (head, row): a stable sort keeps keys ascending
+            order = torch.sort(head * self.n_rows + row, stable=True).indices
+            key, val = key[order], val[order]
+        return LayerSparse(counts, key, val)

@@ -1,0 +1,240 @@
+"""GPU benchmark (run through the device tool): corevital vs plain SDPA and vs the eager
+``output_attentions`` approach of other tools, on random-weight Llama configs in bf16.
+
+Prints, side by side in one run:
+- decode: ``generate`` of 128 tokens after a 512-token prompt — SDPA, eager with all
+  attentions/hidden states returned, and ``corevital.analyze`` (every per-step metric, with
+  and without prompt telemetry); ratios against SDPA;
+- prompt telemetry at 512 / 2k / 8k / 32k tokens: time and extra peak GPU memory of an SDPA
+  forward, an eager forward with attentions, and ``analyze(max_new_tokens=1)`` (full prompt
+  telemetry: per-head stats, sparse profile, layer transformation, prompt surprisal);
+- a correctness check first: the same small random model traced on CUDA and on the CPU.
+
+    python benchmarks/bench_gpu.py [--configs 1b,8b] [--lengths 512,2048,8192,32768] [--repeats 3]
+
+Timings need no trained weights; random weights are initialised on the GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import corevital_widgets as corevital  # noqa: E402
+
+CONFIGS = {
+    # Llama-3.2-1B-like and Llama-3.1-8B-like shapes
+    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+               num_key_value_heads=8, vocab_size=128256, max_position_embeddings=40960),
+    "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=8, vocab_size=128256, max_position_embeddings=40960),
+}
+
+
+def word_tokenizer(vocab: int):
+    """An offline word-level tokenizer: 'w<i>' is token i (no hub access is needed)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = {f"w{i}": i for i in range(vocab - 1)}
+    words["<unk>"] = vocab - 1
+    tok = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<unk>", pad_token="<unk>")
+
+
+def prompt_of(n: int, vocab: int, seed: int = 0) -> str:
+    ids = np.random.default_rng(seed).integers(0, min(vocab - 1, 50000), n)
+    return " ".join(f"w{i}" for i in ids)
+
+
+def build(name: str, dtype=torch.bfloat16, device: str = "cuda"):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(**CONFIGS[name], attn_implementation="sdpa")
+    with torch.device(device):
+        model = LlamaForCausalLM._from_config(cfg, dtype=dtype)
+    return model.eval()
+
+
+def cuda_time(fn, repeats: int = 1):
+    """(median seconds, extra peak bytes over what was allocated before, last result)."""
+    times, peak, out = [], 0, None
+    for _ in range(repeats):
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+        peak = max(peak, torch.cuda.max_memory_allocated() - base)
+        del out
+        out = None
+    return statistics.median(times), peak
+
+
+def guarded(fn, repeats=1):
+    try:
+        return cuda_time(fn, repeats)
+    except torch.cuda.OutOfMemoryError:
+        gc.collect()
+        torch.cuda.empty_cache()
+        return None
+
+
+def fmt(res, base=None):
+    if res is None:
+        return "out of memory".ljust(34)
+    t, m = res
+    s = f"{t:7.3f} s {m / 2**30:7.2f} GB"
+    if base:
+        s += f"  ({t / base[0]:.2f}x, {m / max(base[1], 1):.2f}x mem)"
+    return s.ljust(34)
+
+
+def correctness_check() -> None:
+    """The same small random Llama (GQA) traced on CUDA (float32) and CPU: equal traces."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=8,
+                      num_key_value_heads=2, vocab_size=1000, max_position_embeddings=4096)
+    cpu = LlamaForCausalLM(cfg).eval()
+    gpu = LlamaForCausalLM(cfg).eval()
+    gpu.load_state_dict(cpu.state_dict())
+    gpu = gpu.cuda()
+    tok = word_tokenizer(1000)
+    prompt = prompt_of(300, 1000, seed=1)
+    a = corevital.analyze(cpu, prompt, tok, max_new_tokens=12, min_new_tokens=12)
+    b = corevital.analyze(gpu, prompt, tok, max_new_tokens=12, min_new_tokens=12, attention_tile_bytes=2**20)
+    worst = {}
+    for g in ("timeline", "layers", "attention", "heads", "prompt"):
+        for k, x in getattr(a, g).arrays().items():
+            if x.dtype.kind == "f":
+                y = getattr(getattr(b, g), k)
+                worst[f"{g}.{k}"] = float(np.nanmax(np.abs(x.astype(np.float64) - y.astype(np.float64)))) if x.size else 0.0
+    same_tokens = bool((a.generated_ids == b.generated_ids).all())
+    sparse_diff = max(float(np.abs(a.sparse.dense(l, h) - b.sparse.dense(l, h)).max()) for l in range(4) for h in range(8))
+    bad = {k: v for k, v in worst.items() if v > 5e-3}
+    print(f"correctness CUDA vs CPU (random Llama, GQA, 300-token prompt, tiled on CUDA): tokens equal={same_tokens}, "
+          f"max |diff| over all float arrays {max(worst.values()):.2e}, sparse {sparse_diff:.2e} "
+          f"-> {'OK' if same_tokens and not bad and sparse_diff < 5e-3 else 'MISMATCH ' + str(bad)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", default="1b,8b")
+    ap.add_argument("--lengths", default="512,2048,8192,32768")
+    ap.add_argument("--decode-prompt", type=int, default=512)
+    ap.add_argument("--decode-tokens", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tile-mb", type=int, default=256, help="attention tile budget (MiB)")
+    ap.add_argument("--skip-check", action="store_true")
+    args = ap.parse_args()
+    print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | "
+          f"transformers {__import__('transformers').__version__}")
+    if not args.skip_check:
+        correctness_check()
+    tile = args.tile_mb * 2**20
+    for name in args.configs.split(","):
+        model = build(name)
+        cfg = model.config
+        tok = word_tokenizer(cfg.vocab_size)
+        print(f"\n=== {name}: {cfg.num_hidden_layers} layers x {cfg.num_attention_heads} heads "
+              f"({cfg.num_key_value_heads} KV), hidden {cfg.hidden_size}, bf16, "
+              f"{sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params ===")
+        n, p = args.decode_tokens, args.decode_prompt
+        prompt = prompt_of(p, cfg.vocab_size)
+        ids = tok(prompt, return_tensors="pt")["input_ids"].cuda()
+
+        def gen_sdpa():
+            with torch.inference_mode():
+                return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                                      do_sample=False, pad_token_id=0)
+
+        def gen_eager():
+            model.set_attn_implementation("eager")
+            try:
+                with torch.inference_mode():
+                    return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                                          min_new_tokens=n, do_sample=False, pad_token_id=0, output_attentions=True,
+                                          output_hidden_states=True, output_scores=True, return_dict_in_generate=True)
+            finally:
+                model.set_attn_implementation("sdpa")
+
+        def ours(telemetry=True):
+            return lambda: corevital.analyze(model, prompt, tok, max_new_tokens=n, min_new_tokens=n,
+                                             prompt_telemetry=telemetry, attention_tile_bytes=tile)
+
+        gen_sdpa(), ours()()  # warm-up
+        runs = {"sdpa": [], "ours": [], "ours_no_prompt": []}
+        for _ in range(args.repeats):  # alternate, so drift hits all alike
+            runs["sdpa"].append(cuda_time(gen_sdpa))
+            runs["ours"].append(cuda_time(ours(True)))
+            runs["ours_no_prompt"].append(cuda_time(ours(False)))
+        med = {k: (statistics.median(t for t, _ in v), max(m for _, m in v)) for k, v in runs.items()}
+        eager = guarded(gen_eager)
+        print(f"decode: generate {n} tokens after a {p}-token prompt (median of {args.repeats}, alternating)")
+        print(f"  SDPA generate                          {fmt(med['sdpa'])}")
+        print(f"  eager + all attentions/hidden returned {fmt(eager, med['sdpa'])}")
+        print(f"  corevital.analyze, all metrics         {fmt(med['ours'], med['sdpa'])}")
+        print(f"  corevital.analyze, no prompt telemetry {fmt(med['ours_no_prompt'], med['sdpa'])}")
+        ratios = [o[0] / s[0] for o, s in zip(runs["ours_no_prompt"], runs["sdpa"])]
+        print(f"  per-step-metrics ratio (no prompt telemetry) per run: {', '.join(f'{r:.3f}' for r in ratios)}")
+
+        print("prompt telemetry: time, extra peak GPU memory (ratios vs SDPA forward)")
+        for length in (int(x) for x in args.lengths.split(",")):
+            pr = prompt_of(length, cfg.vocab_size, seed=length)
+            pid = tok(pr, return_tensors="pt")["input_ids"].cuda()
+
+            def fwd_sdpa():
+                with torch.inference_mode():
+                    return model(pid, use_cache=True, logits_to_keep=1).logits
+
+            def fwd_eager():
+                model.set_attn_implementation("eager")
+                try:
+                    with torch.inference_mode():
+                        out = model(pid, use_cache=True, logits_to_keep=1, output_attentions=True,
+                                    output_hidden_states=True)
+                        return out.attentions
+                finally:
+                    model.set_attn_implementation("sdpa")
+
+            def telemetry():
+                import warnings
+
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    tr = corevital.analyze(model, pr, tok, max_new_tokens=1, attention_tile_bytes=tile)
+                telemetry.cap = tr.sparse.cap
+                telemetry.nnz = tr.sparse.nnz
+                telemetry.warned = bool(caught)
+                return tr
+
+            reps = 1 if length > 8192 else 2
+            base = guarded(fwd_sdpa, reps)
+            eag = guarded(fwd_eager) if length <= 8192 else None
+            our = guarded(telemetry, reps)
+            extra = f"sparse {telemetry.nnz:,} entries" + (f", auto-capped at {telemetry.cap}/row" if telemetry.cap else "") \
+                if our else ""
+            print(f"  {length:>6} tokens  SDPA {fmt(base)} eager+attn {fmt(eag, base)} corevital {fmt(our, base)} {extra}")
+        del model
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
