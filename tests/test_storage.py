@@ -174,3 +174,14 @@ def test_loads_and_queries_without_torch(tmp_path, small_trace):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [small_trace.health.verdict, str(small_trace.n_steps)]
+
+
+def test_saved_file_has_ordinary_permissions(tmp_path, small_trace):
+    path = tmp_path / "p.cvtrace"
+    small_trace.save(path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    path.chmod(0o640)
+    small_trace.save(path)  # overwriting keeps the user's permissions
+    assert path.stat().st_mode & 0o777 == 0o640

@@ -22,15 +22,26 @@ from .trace.trace import SCHEMA_VERSION, Trace
 if TYPE_CHECKING:  # pragma: no cover
     from .engine.analyze import analyze
     from .engine.loading import load_default_model
+    from .widgets.components import AttentionGraph, Dashboard, HeadHeatmap, HealthBadge, TokenTimeline, link_selection
+    from .widgets.html_export import export_html
+    from .widgets.show import show
 
 _LAZY = {
     "analyze": ("engine.analyze", "analyze"),
     "load_default_model": ("engine.loading", "load_default_model"),
+    "show": ("widgets.show", "show"),
+    "export_html": ("widgets.html_export", "export_html"),
+    "Dashboard": ("widgets.components", "Dashboard"),
+    "HealthBadge": ("widgets.components", "HealthBadge"),
+    "TokenTimeline": ("widgets.components", "TokenTimeline"),
+    "HeadHeatmap": ("widgets.components", "HeadHeatmap"),
+    "AttentionGraph": ("widgets.components", "AttentionGraph"),
+    "link_selection": ("widgets.components", "link_selection"),
 }
 
 
 def __getattr__(name: str) -> Any:
-    """Engine entry points import torch only when first used."""
+    """Engine and widget entry points are imported on first use (torch / anywidget only then)."""
     if name in _LAZY:
         import importlib
 
@@ -42,6 +53,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "analyze", "load_default_model", "load_trace", "Trace", "TraceFileError", "SparseAttention", "Health", "FiredAt",
+    "analyze", "load_default_model", "show", "export_html", "Dashboard", "HealthBadge", "TokenTimeline",
+    "HeadHeatmap", "AttentionGraph", "link_selection", "load_trace", "Trace", "TraceFileError", "SparseAttention", "Health", "FiredAt",
     "Thresholds", "DEFAULT_THRESHOLDS", "SCHEMA_VERSION", "__version__",
 ]

@@ -33,14 +33,11 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_html(trace, path: Path) -> Path | None:
-    try:
-        from .widgets.html_export import export_html
-    except ImportError:
-        return None
+def _write_html(trace, path: Path) -> Path:
+    from .widgets.html_export import export_html
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    export_html(trace, path)
-    return path
+    return export_html(trace, path, title=f"corevital — {trace.meta.get('model_name', '')}")
 
 
 def _summary(args: argparse.Namespace) -> int:

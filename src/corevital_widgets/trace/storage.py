@@ -133,6 +133,15 @@ def trace_to_bytes(trace: "Trace") -> bytes:
     return _HEADER.pack(MAGIC, SCHEMA_VERSION, 0, len(payload), hashlib.sha256(payload).digest()) + payload
 
 
+def _file_mode(target: Path) -> int:
+    """The existing file's permissions, else what a plain open() would give (0666 & ~umask)."""
+    if target.exists():
+        return target.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def save_trace(trace: "Trace", path: str | PathLike[str]) -> int:
     """Write atomically: temp file in the same folder, fsync, rename. Returns bytes written."""
     data = trace_to_bytes(trace)  # fails before any file is touched
@@ -141,6 +150,7 @@ def save_trace(trace: "Trace", path: str | PathLike[str]) -> int:
         raise IsADirectoryError(f"{target} is a directory; pass a file path such as {target / 'trace.cvtrace'}")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent if str(target.parent) else ".")
     try:
+        os.chmod(tmp, _file_mode(target))
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -127,6 +127,13 @@ class Trace:
 
         return trace_to_pandas(self, kind)
 
+    def chart(self, metric: str = "entropy") -> Any:
+        """A static ``altair.Chart`` of one metric: a timeline curve over steps, or a per-layer
+        profile for layer metrics (see :func:`corevital_widgets.trace.charts.trace_chart`)."""
+        from .charts import trace_chart
+
+        return trace_chart(self, metric)
+
     def summary(self) -> str:
         """A readable multi-line report: tokens, per-step metrics, health and where flags fired."""
         from .summary import trace_summary

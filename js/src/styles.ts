@@ -1,0 +1,56 @@
+/** Component CSS, themed by JupyterLab's variables (light and dark) with plain fallbacks. */
+export const CSS = `
+.cv-root { font-family: var(--jp-ui-font-family, system-ui, sans-serif); font-size: var(--jp-ui-font-size1, 13px);
+  color: var(--jp-ui-font-color1, #222); background: var(--jp-layout-color0, transparent); }
+.cv-root > div { position: relative; }
+.cv-dashboard { display: flex; flex-direction: column; gap: 10px; }
+.cv-row { display: flex; gap: 14px; flex-wrap: wrap; align-items: flex-start; }
+.cv-row > * { flex: 1 1 320px; min-width: 0; }
+.cv-header { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; margin-bottom: 4px; }
+.cv-title { font-weight: 600; }
+.cv-muted { color: var(--jp-ui-font-color2, #666); }
+.cv-root select, .cv-root button, .cv-root input { font: inherit; color: inherit; background: var(--jp-layout-color1, #fff);
+  border: 1px solid var(--jp-border-color1, #bbb); border-radius: 3px; }
+.cv-root *:focus-visible { outline: 2px solid var(--jp-brand-color1, #1976d2); }
+.cv-legend { display: flex; gap: 6px; align-items: center; font-size: 11px; color: var(--jp-ui-font-color2, #666); }
+.cv-legend-bar { display: inline-block; width: 120px; height: 10px; border-radius: 2px; }
+.cv-badge { display: flex; flex-wrap: wrap; gap: 4px 14px; align-items: center; }
+.cv-badge-head { display: flex; gap: 6px; align-items: center; font-weight: 600; }
+.cv-light { display: inline-block; width: 14px; height: 14px; border-radius: 50%; border: 1px solid rgba(0,0,0,.25); }
+.cv-green { background: var(--jp-success-color1, #2e7d32); } .cv-yellow { background: var(--jp-warn-color1, #f9a825); }
+.cv-red { background: var(--jp-error-color1, #d32f2f); } .cv-pending { background: var(--jp-layout-color3, #bbb); }
+.cv-flags { display: flex; flex-wrap: wrap; gap: 4px 12px; list-style: none; margin: 0; padding: 0; }
+.cv-flag { color: var(--jp-ui-font-color2, #666); display: flex; gap: 4px; align-items: center; }
+.cv-flag.cv-fired { color: var(--jp-ui-font-color0, #000); font-weight: 600; }
+.cv-flag-value { font-variant-numeric: tabular-nums; }
+.cv-flag-jump { cursor: pointer; font-weight: normal; font-size: 11px; padding: 0 4px; }
+.cv-tokens, .cv-graph-inner { font-family: var(--jp-code-font-family, monospace); font-size: var(--jp-code-font-size, 13px);
+  white-space: pre-wrap; word-break: break-word; line-height: 1.9; }
+.cv-tokens { max-height: 220px; overflow: auto; position: relative; }
+.cv-tok { cursor: pointer; border-radius: 2px; padding: 1px 0; }
+.cv-tok:hover { outline: 1px solid var(--jp-border-color1, #999); }
+.cv-tok.cv-selected { outline: 2px solid var(--jp-brand-color1, #1976d2); }
+.cv-prompt { color: var(--jp-ui-font-color1, #222); }
+.cv-gen { font-weight: 600; }
+.cv-live { background: var(--jp-layout-color2, #eee); }
+.cv-sep { color: var(--jp-ui-font-color3, #999); }
+.cv-curve { display: block; cursor: crosshair; }
+.cv-progress { position: relative; width: 160px; height: 14px; background: var(--jp-layout-color2, #eee); border-radius: 3px; overflow: hidden; }
+.cv-progress[hidden] { display: none; }
+.cv-progress.cv-failed .cv-progress-bar { background: var(--jp-error-color1, #d32f2f); }
+.cv-progress-bar { position: absolute; left: 0; top: 0; bottom: 0; width: 0; background: var(--jp-brand-color1, #1976d2); transition: width .1s; }
+.cv-progress-text { position: relative; font-size: 10px; padding-left: 4px; color: var(--jp-ui-font-color1, #222); }
+.cv-tip { position: absolute; z-index: 10; background: var(--jp-layout-color1, #fff); color: var(--jp-ui-font-color1, #222);
+  border: 1px solid var(--jp-border-color1, #bbb); border-radius: 4px; padding: 4px 6px; font-size: 11px;
+  box-shadow: 0 2px 6px rgba(0,0,0,.2); pointer-events: none; white-space: nowrap; }
+.cv-tip[hidden] { display: none; }
+.cv-tip-title { font-weight: 600; margin-bottom: 2px; }
+.cv-alt { display: flex; gap: 6px; align-items: center; } .cv-alt.cv-chosen { font-weight: 700; }
+.cv-alt-text { min-width: 80px; font-family: var(--jp-code-font-family, monospace); }
+.cv-alt-bar { display: inline-block; height: 8px; background: var(--jp-brand-color2, #64b5f6); }
+.cv-heat-canvas { display: block; cursor: pointer; }
+.cv-graph-body { max-height: 320px; overflow: auto; border: 1px solid var(--jp-border-color2, #ddd); border-radius: 3px; padding: 4px; }
+.cv-graph-inner { position: relative; padding-top: 40px; }
+.cv-edges { position: absolute; left: 0; top: 0; pointer-events: none; }
+.cv-graph-info { margin: 2px 0 4px; font-size: 11px; }
+`;

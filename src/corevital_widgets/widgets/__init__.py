@@ -1,0 +1,19 @@
+"""Notebook widgets for a Trace: health badge, token timeline, head heatmap, attention graph,
+the dashboard composing them, ``show`` and standalone HTML export."""
+
+from .components import (
+    AttentionGraph,
+    Dashboard,
+    HeadHeatmap,
+    HealthBadge,
+    TokenTimeline,
+    TraceWidget,
+    link_selection,
+)
+from .html_export import export_html, widget_to_html
+from .show import show
+
+__all__ = [
+    "show", "export_html", "widget_to_html", "Dashboard", "HealthBadge", "TokenTimeline", "HeadHeatmap",
+    "AttentionGraph", "TraceWidget", "link_selection",
+]

@@ -1,0 +1,277 @@
+"""The anywidget classes: four views of a Trace and the dashboard that composes them.
+
+Every class is one anywidget model; the view it renders is its ``view`` trait. The dashboard is
+one model too, so its four views share one ``selection`` without a round trip. Arrays travel
+as binary payloads (:mod:`.payload`); the sparse prompt attention stays here and only the
+answer to the current token/layer/head (``edges``) goes to the browser.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anywidget
+import traitlets
+
+from .payload import TIMELINE_METRICS, edges_payload, trace_payload
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..trace.trace import Trace
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+ESM_PATH = STATIC / "widget.js"
+
+_MISSING_ESM = (
+    "export default { render({ el }) { el.textContent = 'corevital_widgets: the front end is not built "
+    "(run `make js` or `npm ci && npm run build` in the repository)'; } };"
+)
+
+
+def _esm_source() -> str:
+    return ESM_PATH.read_text(encoding="utf-8") if ESM_PATH.exists() else _MISSING_ESM
+
+
+SELECTION_KEYS = ("step", "token", "layer", "head", "metric")
+SelectCallback = Callable[[dict[str, Any]], None]
+
+
+class TraceWidget(anywidget.AnyWidget):
+    """Base of every corevital view: a Trace's payload, the shared selection, and the edges.
+
+    ``selection`` (dict): ``step`` (generated step, 0-based), ``token`` (prompt position),
+    ``layer`` / ``head`` (None = aggregated over all), ``metric`` (a timeline field such as
+    ``"entropy"``). ``options`` holds view settings (heatmap source/value, edge threshold as a
+    probability, whether incoming edges are drawn).
+    """
+
+    _esm = _esm_source()
+
+    view = traitlets.Unicode("dashboard").tag(sync=True)
+    data = traitlets.Bytes(b"").tag(sync=True)
+    edges = traitlets.Bytes(b"").tag(sync=True)
+    selection = traitlets.Dict().tag(sync=True)
+    options = traitlets.Dict().tag(sync=True)
+    progress = traitlets.Dict().tag(sync=True)
+    live_tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
+
+    _needs_edges = False
+    _trace: "Trace | None" = None
+
+    def __init__(self, trace: "Trace | None" = None, *, tokenizer: Any = None, **kwargs: Any) -> None:
+        kwargs.setdefault("selection", {"step": None, "token": None, "layer": None, "head": None, "metric": "entropy"})
+        kwargs.setdefault("options", {"heat_source": "step", "heat_value": "entropy", "threshold": 0.02, "incoming": False})
+        super().__init__(**kwargs)
+        self._trace: Trace | None = None
+        self._callbacks: list[SelectCallback] = []
+        self._last_live_push = 0.0
+        self._pending_live: list[str] = []
+        #: seconds the last sparse query took in Python (click -> edges, the kernel's share)
+        self.edges_compute_s: float | None = None
+        self.observe(self._handle_selection, names="selection")
+        self.observe(self._handle_options, names="options")
+        if trace is not None:
+            self.set_trace(trace, tokenizer=tokenizer)
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def trace(self) -> "Trace | None":
+        """The Trace shown (None while generation is still running)."""
+        return self._trace
+
+    def set_trace(self, trace: "Trace", tokenizer: Any = None) -> None:
+        """Show ``trace``: send its payload and select step 0 and the last prompt token."""
+        self._trace = trace
+        self.data = trace_payload(trace, self.view, tokenizer)
+        sel = dict(self.selection)
+        sel.update(
+            step=0 if trace.n_steps else None,
+            token=trace.n_prompt - 1 if trace.n_prompt else None,
+            layer=None, head=None,
+        )
+        self.progress = {**self.progress, "step": trace.n_steps, "total": max(trace.n_steps, int(self.progress.get("total", 0) or 0)), "done": True}
+        if sel == self.selection:
+            self._update_edges(sel)
+        else:
+            self.selection = sel
+
+    def select(self, **changes: Any) -> dict[str, Any]:
+        """Change the selection from Python, e.g. ``select(token=5, layer=3, head=None)``."""
+        unknown = set(changes) - set(SELECTION_KEYS)
+        if unknown:
+            raise ValueError(f"unknown selection keys {sorted(unknown)}; expected {list(SELECTION_KEYS)}")
+        self.selection = {**self.selection, **changes}
+        return dict(self.selection)
+
+    def on_select(self, callback: SelectCallback) -> SelectCallback:
+        """Call ``callback(selection_dict)`` after every selection change (also usable as a decorator)."""
+        self._callbacks.append(callback)
+        return callback
+
+    # --------------------------------------------------------------- live progress
+    def start_live(self, total: int, phase: str = "generating") -> None:
+        """Reset to an empty view that fills as tokens arrive (``total``: max new tokens)."""
+        self._trace = None
+        self.data = b""
+        self.edges = b""
+        self.live_tokens = []
+        self.progress = {"step": 0, "total": int(total), "done": False, "phase": phase}
+
+    def push_token(self, step: int, text: str, *, min_interval_s: float = 0.05) -> None:
+        """Append one generated token piece; sends at most one update per ``min_interval_s``."""
+        self._pending_live.append(text)
+        if time.perf_counter() - self._last_live_push >= min_interval_s:
+            self.flush_live(step)
+
+    def flush_live(self, step: int | None = None) -> None:
+        """Send the pieces buffered by :meth:`push_token`."""
+        pending, self._pending_live = self._pending_live, []
+        if pending:
+            self.live_tokens = [*self.live_tokens, *pending]
+        n = len(self.live_tokens) if step is None else step + 1
+        self.progress = {**self.progress, "step": n}
+        self._last_live_push = time.perf_counter()
+
+    # ------------------------------------------------------------------ internals
+    @traitlets.validate("selection")
+    def _valid_selection(self, proposal: Any) -> dict[str, Any]:
+        sel = dict(proposal["value"])
+        out: dict[str, Any] = {}
+        limits = {}
+        if self._trace is not None:
+            limits = {"step": self._trace.n_steps, "token": self._trace.n_prompt,
+                      "layer": self._trace.n_layers, "head": self._trace.n_heads}
+        for key in ("step", "token", "layer", "head"):
+            v = sel.get(key)
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise traitlets.TraitError(f"selection[{key!r}] must be an int or None, got {v!r}")
+            if v is not None and key in limits and not 0 <= v < limits[key]:
+                raise traitlets.TraitError(f"selection[{key!r}]={v} is out of range 0..{limits[key] - 1}")
+            out[key] = v
+        metric = sel.get("metric", "entropy")
+        if metric not in TIMELINE_METRICS:
+            raise traitlets.TraitError(f"selection['metric']={metric!r}; expected one of {list(TIMELINE_METRICS)}")
+        out["metric"] = metric
+        return out
+
+    def _handle_selection(self, change: dict[str, Any]) -> None:
+        old, new = change["old"] or {}, change["new"]
+        if any(old.get(k) != new.get(k) for k in ("token", "layer", "head")) or not self.edges:
+            self._update_edges(new)
+        for cb in list(self._callbacks):
+            try:
+                cb(dict(new))
+            except Exception:  # a user callback must not break the widget's message handling
+                traceback.print_exc(file=sys.stderr)
+
+    def _handle_options(self, change: dict[str, Any]) -> None:
+        old, new = change["old"] or {}, change["new"]
+        if bool(new.get("incoming")) and not bool(old.get("incoming")):
+            self._update_edges(self.selection)  # attended_by is computed only when shown
+
+    def _update_edges(self, sel: dict[str, Any]) -> None:
+        if not self._needs_edges or self._trace is None or sel.get("token") is None:
+            return
+        if self._trace.sparse.row_counts.size == 0:
+            return  # made with prompt_telemetry=False: nothing to query (the view says so)
+        t0 = time.perf_counter()
+        self.edges = edges_payload(self._trace, sel["token"], sel.get("layer"), sel.get("head"),
+                                   incoming=bool(self.options.get("incoming")))
+        self.edges_compute_s = time.perf_counter() - t0
+
+    def sync_nbytes(self) -> dict[str, int]:
+        """Bytes this widget's state sends to the browser when it is displayed: the JSON part
+        (``esm``: of which the front-end bundle), the binary buffers, and their ``total``."""
+        from ipywidgets.widgets.widget import _remove_buffers
+
+        state, _, buffers = _remove_buffers(self.get_state())
+        js = len(json.dumps(state, separators=(",", ":"), default=str).encode())
+        nbuf = sum(memoryview(b).nbytes for b in buffers)
+        return {"json": js, "esm": len(self._esm.encode()), "buffers": nbuf, "total": js + nbuf}
+
+    def save_html(self, path: str | PathLike[str], title: str | None = None) -> Path:
+        """Write a standalone HTML page showing this view as it is now (no kernel, no network)."""
+        from .html_export import widget_to_html
+
+        return widget_to_html(self, path, title=title)
+
+
+class HealthBadge(TraceWidget):
+    """Traffic-light verdict with each flag and where it first fired; a click selects that place."""
+
+    view = traitlets.Unicode("badge").tag(sync=True)
+
+
+class TokenTimeline(TraceWidget):
+    """Prompt and generated tokens coloured by a metric (with legend and units), the metric's
+    curve over steps, and the top-k alternatives on hover; a click selects a step or token."""
+
+    view = traitlets.Unicode("timeline").tag(sync=True)
+
+
+class HeadHeatmap(TraceWidget):
+    """Layers x heads (canvas) for the selected step or the prompt: entropy (bits) or
+    concentration, sink and basin for the prompt; collapsed and focused heads marked."""
+
+    view = traitlets.Unicode("heatmap").tag(sync=True)
+
+
+class AttentionGraph(TraceWidget):
+    """Prompt tokens as text with the selected token's attention edges (computed in Python)."""
+
+    view = traitlets.Unicode("graph").tag(sync=True)
+    _needs_edges = True
+
+
+class Dashboard(TraceWidget):
+    """All four views on one model, sharing one selection. ``dashboard.selection`` is a dict;
+    ``dashboard.on_select(cb)`` registers a callback."""
+
+    view = traitlets.Unicode("dashboard").tag(sync=True)
+    _needs_edges = True
+
+    _shown_in_cell: int | None = None
+
+    def _display_now(self) -> None:
+        """Display the view now (before generation), so it can fill live."""
+        from IPython import get_ipython
+        from IPython.display import display
+
+        display(_bundle(self), raw=True)
+        ip = get_ipython()
+        self._shown_in_cell = getattr(ip, "execution_count", None)
+
+    def _ipython_display_(self, **kwargs: Any) -> None:
+        # show() already displayed this dashboard in the running cell: don't show it twice when
+        # the cell ends with show(...)'s return value.
+        from IPython import get_ipython
+        from IPython.display import display
+
+        ip = get_ipython()
+        if self._shown_in_cell is not None and getattr(ip, "execution_count", None) == self._shown_in_cell:
+            self._shown_in_cell = None
+            return
+        display(_bundle(self), raw=True)
+
+
+def _bundle(widget: TraceWidget) -> dict[str, Any]:
+    b = widget._repr_mimebundle_()
+    return b[0] if isinstance(b, tuple) else b
+
+
+def link_selection(*widgets: TraceWidget) -> list[Any]:
+    """Share one selection between standalone views, in the browser (works without a kernel too)."""
+    import ipywidgets
+
+    if len(widgets) < 2:
+        return []
+    first = widgets[0]
+    return [ipywidgets.jslink((first, "selection"), (w, "selection")) for w in widgets[1:]]

@@ -1,0 +1,239 @@
+"""The binary payload: the ONLY place that encodes arrays for the browser.
+
+Layout of one payload (all integers little-endian), decoded by its twin ``js/src/payload.ts``::
+
+    b"CVW1"                      4 bytes magic
+    header_length                uint32
+    header                       UTF-8 JSON: {"version": 1, "meta": {...}, "arrays": [entry, ...]}
+    padding                      zero bytes up to a multiple of 8
+    data                         the arrays, each starting at a multiple of 8 from the data start
+
+Each entry is ``{"name", "dtype", "shape", "offset", "nbytes"}`` with ``offset`` relative to the
+data start. dtypes: ``f4 f2 i4 i2 u4 u2 u1 b1`` (bool as one byte) and ``str``: a list of strings
+(shape = its nested shape) stored as ``uint32 offsets[n + 1]`` followed by the UTF-8 bytes;
+offsets are byte positions into the UTF-8 part.
+
+Float16 stays float16 on the wire (the browser widens it to float32); float64/int64 are narrowed
+to float32/int32. Nothing here loops over tokens, heads or sparse entries in Python.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..trace.trace import Trace
+
+MAGIC = b"CVW1"
+VERSION = 1
+_ALIGN = 8
+
+_TO_CODE = {
+    "float32": "f4", "float16": "f2", "int32": "i4", "int16": "i2",
+    "uint32": "u4", "uint16": "u2", "uint8": "u1", "bool": "b1",
+}
+_NARROW = {"float64": "float32", "int64": "int32", "uint64": "uint32", "int8": "int16"}
+_FROM_CODE = {v: k for k, v in _TO_CODE.items()}
+
+ArrayLike = Union[np.ndarray, Sequence[str], Sequence[Sequence[str]]]
+
+#: The metrics the token timeline can colour by: trace field -> (label, unit).
+TIMELINE_METRICS: dict[str, tuple[str, str]] = {
+    "entropy": ("entropy", "bits"),
+    "surprisal": ("surprisal", "bits"),
+    "top_k_margin": ("margin p1 − p2", "probability"),
+    "voter_agreement": ("top-k mass", "probability"),
+    "perplexity": ("perplexity", "choices (2^bits)"),
+    "max_prob": ("max probability", "probability"),
+}
+
+
+def _pad(n: int) -> int:
+    return (-n) % _ALIGN
+
+
+def _encode_strings(values: ArrayLike) -> tuple[bytes, list[int]]:
+    """Flatten a (nested) list of strings into offsets + UTF-8 bytes; returns (blob, shape)."""
+    arr = np.asarray(values, dtype=object)
+    shape = list(arr.shape)
+    flat = [str(s) for s in arr.ravel()] if arr.size else []
+    encoded = list(map(str.encode, flat))
+    lengths = np.fromiter(map(len, encoded), dtype=np.uint32, count=len(encoded))
+    offsets = np.zeros(len(encoded) + 1, dtype="<u4")
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets.tobytes() + b"".join(encoded), shape
+
+
+def encode_arrays(arrays: Mapping[str, ArrayLike], meta: Mapping[str, Any] | None = None) -> bytes:
+    """Pack named arrays (numpy arrays or lists of strings) and a JSON-able ``meta`` into one payload.
+
+    Returns the bytes to put in a traitlets ``Bytes`` trait (the browser receives a DataView).
+    """
+    entries: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    offset = 0
+    for name, value in arrays.items():
+        if isinstance(value, np.ndarray) and value.dtype != object:
+            a = value
+            if a.dtype.name in _NARROW:
+                a = a.astype(_NARROW[a.dtype.name])
+            code = _TO_CODE.get(a.dtype.name)
+            if code is None:
+                raise TypeError(f"payload array {name!r} has unsupported dtype {a.dtype}")
+            raw = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
+            shape = list(a.shape)
+        else:
+            raw, shape = _encode_strings(value)
+            code = "str"
+        entries.append({"name": name, "dtype": code, "shape": shape, "offset": offset, "nbytes": len(raw)})
+        chunks.append(raw + b"\0" * _pad(len(raw)))
+        offset += len(raw) + _pad(len(raw))
+    header = json.dumps({"version": VERSION, "meta": dict(meta or {}), "arrays": entries},
+                        separators=(",", ":"), allow_nan=False, default=_json_default).encode()
+    head = MAGIC + struct.pack("<I", len(header)) + header
+    return head + b"\0" * _pad(len(head)) + b"".join(chunks)
+
+
+def decode_arrays(payload: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Inverse of :func:`encode_arrays` (for tests and tools): returns (meta, arrays).
+
+    Numeric arrays come back as numpy arrays of the wire dtype; strings as nested lists.
+    """
+    buf = memoryview(payload)
+    if bytes(buf[:4]) != MAGIC:
+        raise ValueError("not a corevital widget payload (bad magic)")
+    (n,) = struct.unpack("<I", buf[4:8])
+    header = json.loads(bytes(buf[8:8 + n]))
+    if header.get("version") != VERSION:
+        raise ValueError(f"payload version {header.get('version')} is not supported (expected {VERSION})")
+    start = 8 + n + _pad(8 + n)
+    out: dict[str, Any] = {}
+    for e in header["arrays"]:
+        lo = start + e["offset"]
+        raw = buf[lo:lo + e["nbytes"]]
+        if e["dtype"] == "str":
+            count = int(np.prod(e["shape"], dtype=np.int64))
+            offs = np.frombuffer(raw[:4 * (count + 1)], dtype="<u4")
+            text = bytes(raw[4 * (count + 1):])
+            flat = [text[a:b].decode() for a, b in zip(offs[:-1], offs[1:])]
+            out[e["name"]] = np.array(flat, dtype=object).reshape(e["shape"]).tolist() if count else []
+        else:
+            dt = np.dtype(_FROM_CODE[e["dtype"]]).newbyteorder("<")
+            out[e["name"]] = np.frombuffer(raw, dtype=dt).reshape(e["shape"])
+    return header["meta"], out
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON-able: {type(o).__name__}")
+
+
+def _finite_or_none(x: Any) -> Any:
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+# ------------------------------------------------------------------------ trace payloads
+#: Which array groups each view needs (the dashboard needs them all).
+VIEW_PARTS: dict[str, tuple[str, ...]] = {
+    "badge": (),
+    "timeline": ("tokens", "timeline"),
+    "heatmap": ("heads",),
+    "graph": ("prompt_tokens",),
+    "dashboard": ("tokens", "timeline", "heads"),
+}
+
+
+def trace_meta(trace: "Trace") -> dict[str, Any]:
+    """The small JSON part of a payload: sizes, model, thresholds, health with where flags fired."""
+    t = trace.thresholds
+    return {
+        "model_name": str(trace.meta.get("model_name", "")),
+        "n_prompt": trace.n_prompt, "n_steps": trace.n_steps,
+        "n_layers": trace.n_layers, "n_heads": trace.n_heads,
+        "top_k": int(trace.timeline.top_k_ids.shape[1]) if trace.timeline.top_k_ids.ndim == 2 else 0,
+        "thresholds": {
+            "collapsed_entropy_bits": t.collapsed_entropy_bits,
+            "focused_concentration": t.focused_concentration,
+            "high_entropy_bits": t.high_entropy_bits,
+            "basin_ignores_middle": t.basin_ignores_middle,
+        },
+        "health": {k: _finite_or_none(v) for k, v in trace.health.to_dict().items()},
+        "fired": list(trace.health.fired),
+        "metrics": {k: {"label": lab, "unit": unit} for k, (lab, unit) in TIMELINE_METRICS.items()},
+        "sparse_threshold": float(trace.sparse.threshold),
+        "has_prompt_attention": bool(trace.sparse.row_counts.size > 0),
+    }
+
+
+def top_k_token_strings(trace: "Trace", tokenizer: Any = None) -> list[list[str]] | None:
+    """Decoded top-k alternatives [T][K]: ``trace.top_k_tokens`` when present, else decoded once
+    per distinct id with ``tokenizer`` (one batch call), else None."""
+    found = getattr(trace, "top_k_tokens", None)
+    if found is not None:
+        return [list(map(str, row)) for row in found]
+    ids = trace.timeline.top_k_ids
+    if tokenizer is None or ids.size == 0:
+        return None
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    pieces = np.array(tokenizer.batch_decode(uniq.reshape(-1, 1).tolist()), dtype=object)
+    return pieces[inverse.reshape(ids.shape)].tolist()
+
+
+def trace_payload(trace: "Trace", view: str = "dashboard", tokenizer: Any = None) -> bytes:
+    """Encode what ``view`` needs of ``trace`` (never the sparse profile) into one payload."""
+    if view not in VIEW_PARTS:
+        raise ValueError(f"unknown view {view!r}; expected one of {sorted(VIEW_PARTS)}")
+    parts = VIEW_PARTS[view]
+    arrays: dict[str, ArrayLike] = {}
+    if "tokens" in parts or "prompt_tokens" in parts:
+        arrays["prompt_tokens"] = trace.prompt_tokens
+    if "tokens" in parts:
+        arrays["generated_tokens"] = trace.generated_tokens
+        arrays["generated_ids"] = trace.generated_ids
+    if "timeline" in parts:
+        tl = trace.timeline
+        for name in TIMELINE_METRICS:
+            arrays[name] = getattr(tl, name)
+        arrays["top_k_ids"] = tl.top_k_ids
+        arrays["top_k_probs"] = tl.top_k_probs
+        alt = top_k_token_strings(trace, tokenizer)
+        if alt is not None:
+            arrays["top_k_tokens"] = alt
+        arrays["prompt_surprisal"] = trace.prompt.surprisal
+    if "heads" in parts:
+        arrays["head_entropy"] = trace.heads.entropy
+        arrays["head_concentration"] = trace.heads.concentration
+        pr = trace.prompt
+        arrays["prompt_head_entropy"] = pr.head_entropy
+        arrays["prompt_head_concentration"] = pr.head_concentration
+        arrays["prompt_sink"] = pr.sink
+        arrays["prompt_basin"] = pr.basin
+    return encode_arrays(arrays, trace_meta(trace))
+
+
+def edges_payload(trace: "Trace", token: int, layer: int | None, head: int | None, incoming: bool = True) -> bytes:
+    """The attention edges of one prompt token, computed in Python from the sparse profile.
+
+    ``out_keys``/``out_weights``: ``trace.attends_to(token, layer, head)``; ``in_queries``/
+    ``in_weights``: ``trace.attended_by(...)`` (empty unless ``incoming``: it scans every entry
+    of the selected heads, the costlier query). Weights are attention probabilities (float32).
+    ``meta`` echoes the query so the browser never draws edges for a stale selection.
+    """
+    keys, w = trace.attends_to(token, layer, head)
+    if incoming:
+        queries, wi = trace.attended_by(token, layer, head)
+    else:
+        queries, wi = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    return encode_arrays(
+        {"out_keys": keys.astype(np.int32), "out_weights": w.astype(np.float32),
+         "in_queries": queries.astype(np.int32), "in_weights": wi.astype(np.float32)},
+        {"token": int(token), "layer": layer, "head": head, "incoming": bool(incoming)},
+    )

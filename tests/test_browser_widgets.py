@@ -1,0 +1,436 @@
+"""End to end: a real JupyterLab server, headless Chromium, a notebook calling ``show()`` on SmolLM2.
+
+The kernel saves its trace and logs every selection it receives to files in the notebook's
+folder, so the test can check what Python saw and that the edges the browser drew are exactly
+``trace.attends_to`` for the clicked token/layer/head. Screenshots and timings go to artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+MAX_NEW_TOKENS = 12
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _notebook(work: Path) -> dict:
+    setup = (
+        "import json\n"
+        "import corevital_widgets as corevital\n"
+        "from corevital_widgets.widgets import show\n"
+        "model, tok = corevital.load_default_model()\n"
+        "prompt = tok.apply_chat_template([{'role': 'user', 'content': 'Why is the sky blue? Answer briefly.'}],\n"
+        "                                 tokenize=False, add_generation_prompt=True)\n"
+        "print('model ready')"
+    )
+    run = (
+        f"dash = show(model, prompt, tok, max_new_tokens={MAX_NEW_TOKENS})\n"
+        f"dash.trace.save({str(work / 'kernel.cvtrace')!r})\n"
+        f"dash.on_select(lambda sel: open({str(work / 'selections.jsonl')!r}, 'a').write(json.dumps(sel) + '\\n'))\n"
+        "dash"
+    )
+    big = (
+        "text = 'The colour of the sky comes from light scattering in air; short wavelengths scatter more. ' * 80\n"
+        "big = corevital.analyze(model, tok.decode(tok(text)['input_ids'][:500]), tok, max_new_tokens=64)\n"
+        "big_dash = show(big)\n"
+        f"open({str(work / 'big_bytes.json')!r}, 'w').write(json.dumps({{**big_dash.sync_nbytes(), 'P': big.n_prompt, 'T': big.n_steps}}))\n"
+        f"big_dash.on_select(lambda sel: open({str(work / 'big_selections.jsonl')!r}, 'a').write(json.dumps(sel) + '\\n'))\n"
+        "big_dash"
+    )
+    cell = lambda src: {"cell_type": "code", "metadata": {}, "source": src, "outputs": [], "execution_count": None}  # noqa: E731
+    return {
+        "cells": [cell(setup), cell(run), cell(big)],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (corevital)", "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }
+
+
+def _kernel_spec(data: Path) -> None:
+    """Kernel "python3" = this interpreter (the project's venv)."""
+    kdir = data / "kernels" / "python3"
+    kdir.mkdir(parents=True)
+    (kdir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (corevital)", "language": "python",
+    }))
+
+
+def _start_server(work: Path, app: str):
+    """Start ``jupyter lab`` or ``jupyter notebook`` (7) on localhost with a fixed token; yields its info."""
+    data = work / "jupyter-data"
+    _kernel_spec(data)
+    # no "Jupyter news?" toast over the screenshots
+    settings = work / "user-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+    # the dark theme: the views must read their colours from JupyterLab's --jp-* variables
+    (settings / "themes.jupyterlab-settings").write_text(json.dumps({"theme": "JupyterLab Dark"}))
+    token = secrets.token_hex(16)
+    port = _free_port()
+    env = dict(os.environ)
+    env.update({
+        "JUPYTER_PATH": os.pathsep.join([str(data), env.get("JUPYTER_PATH", "")]).rstrip(os.pathsep), "JUPYTER_CONFIG_DIR": str(work / "config"),
+        "JUPYTER_RUNTIME_DIR": str(work / "runtime"), "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces"),
+        "JUPYTERLAB_SETTINGS_DIR": str(work / "user-settings"),
+        "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    })
+    log = open(work / "server.log", "w")
+    extra = ["--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"] if app == "lab" else []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab" if app == "lab" else "notebook", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}", "--ServerApp.open_browser=False", "--allow-root", *extra],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"jupyter {app} did not start:\n{(work / 'server.log').read_text()[-3000:]}")
+        time.sleep(0.5)
+    try:
+        yield {"base": base, "token": token, "work": work}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab 4 server on localhost with a fixed token, its kernel the project's venv python."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (make browser-deps)")
+    work = tmp_path_factory.mktemp("lab")
+    (work / "e2e.ipynb").write_text(json.dumps(_notebook(work)))
+    yield from _start_server(work, "lab")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium (Debian's, never a downloaded one) for the module."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (make browser-deps)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(lab, browser):
+    pg = browser.new_page(viewport={"width": 1400, "height": 1100})
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(f"{lab['base']}/lab/workspaces/cv-e2e/tree/e2e.ipynb?reset&token={lab['token']}")
+    pg.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    try:  # the kernel-choice dialog, when JupyterLab asks
+        pg.locator(".jp-Dialog .jp-mod-accept").click(timeout=5_000)
+    except Exception:
+        pass
+    pg.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-Toolbar-kernelStatus", timeout=60_000)
+    yield pg, errors
+    pg.close()
+
+
+def _run_cell(pg, index: int) -> float:
+    editor = pg.locator(".jp-Cell .jp-InputArea-editor").nth(index)
+    editor.click()
+    t0 = time.perf_counter()
+    pg.keyboard.press("Shift+Enter")
+    return t0
+
+
+def _wait_idle_cell(pg, index: int, timeout_s: float) -> None:
+    prompt = pg.locator(".jp-Cell .jp-InputArea-prompt").nth(index)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = prompt.inner_text().strip()
+        if text.startswith("[") and text not in ("[*]:", "[ ]:"):
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"cell {index} did not finish in {timeout_s}s")
+
+
+def _luminance(css_rgb: str) -> float:
+    r, g, b = (float(x) for x in css_rgb[css_rgb.index("(") + 1:css_rgb.index(")")].split(",")[:3])
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+
+def _selections(work: Path) -> list[dict]:
+    f = work / "selections.jsonl"
+    return [json.loads(line) for line in f.read_text().splitlines()] if f.exists() else []
+
+
+def _wait_for(cond, timeout_s: float = 10, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_dashboard_in_jupyterlab(lab, page):
+    from corevital_widgets import load_trace
+
+    pg, errors = page
+    timings: dict[str, float] = {}
+
+    _run_cell(pg, 0)
+    _wait_idle_cell(pg, 0, 180)
+    pg.wait_for_selector("text=model ready", timeout=10_000)
+
+    t0 = _run_cell(pg, 1)
+    pg.wait_for_selector(".cv-dashboard", timeout=120_000)
+    timings["cell_to_first_paint_s"] = time.perf_counter() - t0  # the live view, before generation ends
+    pg.wait_for_selector(".cv-dashboard .cv-timeline .cv-live", timeout=120_000)  # tokens arrive while generating
+    timings["cell_to_first_live_token_s"] = time.perf_counter() - t0
+    try:
+        pg.wait_for_selector(".cv-heatmap[data-cells]", timeout=180_000)
+    except Exception as e:
+        pg.screenshot(path=str(ARTIFACTS / "e2e_failed.png"), full_page=True)
+        raise AssertionError(f"the dashboard never got its trace; cell output:\n{pg.locator('.jp-Cell').nth(1).inner_text()[-3000:]}") from e
+    timings["cell_to_full_dashboard_s"] = time.perf_counter() - t0
+    _wait_idle_cell(pg, 1, 60)
+    assert pg.locator(".cv-dashboard").count() == 1, "show() must display the dashboard exactly once"
+
+    trace = load_trace(lab["work"] / "kernel.cvtrace")
+    P, T, L, H = trace.n_prompt, trace.n_steps, trace.n_layers, trace.n_heads
+    dash = pg.locator(".cv-dashboard")
+
+    # the four components, with the right counts
+    assert dash.locator(".cv-timeline .cv-tok").count() == P + T
+    assert dash.locator(".cv-timeline .cv-gen").count() == T
+    heat = dash.locator(".cv-heatmap")
+    assert heat.get_attribute("data-cells") == str(L * H)
+    assert (heat.get_attribute("data-rows"), heat.get_attribute("data-cols")) == (str(L), str(H))
+    badge = dash.locator(".cv-badge")
+    assert badge.get_attribute("data-verdict") == trace.health.verdict
+    assert badge.locator(".cv-flag.cv-fired").count() == len(trace.health.fired)
+    assert dash.locator(".cv-graph .cv-tok").count() == P
+    pg.screenshot(path=str(ARTIFACTS / "e2e_dashboard.png"), full_page=True)
+    # themed: the text colour follows JupyterLab's dark theme
+    fg = dash.locator(".cv-timeline .cv-prompt").first.evaluate("e => getComputedStyle(e).color")
+    assert _luminance(fg) > 0.5, f"prompt text {fg} is not light on the dark theme"
+
+    # click a prompt token: Python sees it and the drawn edges are trace.attends_to(token, layer, head)
+    graph = dash.locator(".cv-graph")
+    graph.locator(".cv-threshold").evaluate("e => { e.value = '0'; e.dispatchEvent(new Event('input', {bubbles: true})); }")
+    token, layer, head = min(7, P - 1), min(3, L - 1), min(2, H - 1)
+    graph.locator(".cv-graph-layer").select_option(str(layer))
+    graph.locator(".cv-graph-head").select_option(str(head))
+    t_click = time.perf_counter()
+    graph.locator(f".cv-tok[data-token='{token}']").click()
+    _wait_for(lambda: graph.get_attribute("data-state") == "drawn" and graph.get_attribute("data-token") == str(token),
+              10, "edges for the clicked token")
+    timings["click_to_edges_wall_ms"] = (time.perf_counter() - t_click) * 1000
+    rt = graph.get_attribute("data-roundtrip-ms")
+    if rt:
+        timings["click_to_edges_in_browser_ms"] = float(rt)
+    seen = _wait_for(lambda: [s for s in _selections(lab["work"]) if s["token"] == token and s["layer"] == layer and s["head"] == head],
+                     10, "the kernel's on_select callback")
+    assert seen[-1]["token"] == token
+    drawn = json.loads(graph.get_attribute("data-edges"))
+    keys, weights = trace.attends_to(token, layer, head)
+    assert [k for k, _ in drawn] == keys.tolist()
+    np.testing.assert_allclose([w for _, w in drawn], weights, rtol=1e-5, atol=1e-6)
+    assert graph.locator(".cv-key").count() == int(np.sum(keys != token))
+
+    # toggled: the tokens attending to it, computed in the kernel only when shown
+    graph.locator(".cv-incoming").check()
+    _wait_for(lambda: graph.get_attribute("data-in-edges") not in (None, "[]"), 10, "incoming edges")
+    drawn_in = json.loads(graph.get_attribute("data-in-edges"))
+    assert [q for q, _ in drawn_in] == trace.attended_by(token, layer, head)[0].tolist()
+    graph.locator(".cv-incoming").uncheck()
+
+    # aggregated over heads (head = None) is the mean the trace computes
+    graph.locator(".cv-graph-head").select_option("")
+    _wait_for(lambda: graph.get_attribute("data-state") == "drawn" and graph.get_attribute("data-head") == "", 10, "aggregated edges")
+    drawn = json.loads(graph.get_attribute("data-edges"))
+    assert [k for k, _ in drawn] == trace.attends_to(token, layer, None)[0].tolist()
+    pg.screenshot(path=str(ARTIFACTS / "e2e_edges.png"), full_page=True)
+
+    # hover: the top-k alternatives with their probabilities
+    step = min(2, T - 1)
+    dash.locator(".cv-timeline .cv-gen").nth(step).hover()
+    tip = dash.locator(".cv-timeline .cv-tip")
+    tip.wait_for(state="visible", timeout=5_000)
+    assert tip.locator(".cv-alt").count() == trace.timeline.top_k_ids.shape[1]
+    shown = float(tip.locator(".cv-alt-p").first.inner_text())
+    assert abs(shown - float(trace.timeline.top_k_probs[step].max())) < 5e-3
+    assert json.loads(tip.locator(".cv-alt-text").first.inner_text()) == trace.top_k_tokens[step][int(trace.timeline.top_k_probs[step].argmax())]
+    pg.mouse.move(0, 0)
+
+    # switching the metric recolours the tokens
+    gen = dash.locator(".cv-timeline .cv-gen")
+    colours = lambda: gen.evaluate_all("els => els.map(e => e.style.background)")  # noqa: E731
+    before = colours()
+    dash.locator(".cv-metric").select_option("max_prob")
+    _wait_for(lambda: colours() != before, 5, "new colours")
+    assert dash.locator(".cv-timeline").get_attribute("data-metric") == "max_prob"
+    _wait_for(lambda: any(s["metric"] == "max_prob" for s in _selections(lab["work"])), 10, "metric reaching Python")
+
+    # clicking a fired flag selects where it fired
+    if trace.health.fired:
+        name = trace.health.fired[0]
+        at = trace.health.first_fired[name]
+        badge.locator(f".cv-flag[data-flag='{name}'] .cv-flag-jump").click()
+        _wait_for(lambda: any(s["step"] == at.step and (at.layer is None or s["layer"] == at.layer) for s in _selections(lab["work"])),
+                  10, "flag jump reaching Python")
+
+    # arrow keys move the step
+    dash.locator(".cv-timeline .cv-gen").nth(0).click()
+    dash.locator(".cv-timeline").press("ArrowRight")
+    _wait_for(lambda: dash.locator(".cv-timeline").get_attribute("data-step") == "1", 5, "arrow key")
+    pg.screenshot(path=str(ARTIFACTS / "e2e_final.png"), full_page=True)
+
+    _measure_large_prompt(pg, lab["work"], timings)
+    (ARTIFACTS / "e2e_timings.json").write_text(json.dumps(timings, indent=2))
+    print("e2e timings:", timings)
+    assert not errors, errors
+
+
+def _measure_large_prompt(pg, work: Path, timings: dict) -> None:
+    """A 500-token prompt + 64 steps: bytes sent, time to paint, click -> edges round trips (measured)."""
+    t0 = _run_cell(pg, 2)
+    big = pg.locator(".cv-dashboard").nth(1)
+    big.locator(".cv-heatmap[data-cells]").wait_for(timeout=180_000)
+    timings["large_cell_to_dashboard_s (includes generating 64 tokens)"] = time.perf_counter() - t0
+    _wait_idle_cell(pg, 2, 60)
+    info = json.loads((work / "big_bytes.json").read_text())
+    timings["large_P"], timings["large_T"] = info["P"], info["T"]
+    timings["large_bytes_to_browser"] = info["total"]
+    timings["large_bytes_front_end_bundle"] = info["esm"]
+    assert big.locator(".cv-timeline .cv-tok").count() == info["P"] + info["T"]
+    graph = big.locator(".cv-graph")
+    graph.scroll_into_view_if_needed()
+    trips = []
+    for token in (10, 120, 250, 380, 499):
+        tok = graph.locator(f".cv-tok[data-token='{min(token, info['P'] - 1)}']")
+        tok.scroll_into_view_if_needed()
+        t_click = time.perf_counter()
+        tok.click()
+        _wait_for(lambda: graph.get_attribute("data-state") == "drawn" and graph.get_attribute("data-token") == str(min(token, info["P"] - 1)),
+                  10, "edges for the large prompt")
+        trips.append({"wall_ms": (time.perf_counter() - t_click) * 1000, "in_browser_ms": float(graph.get_attribute("data-roundtrip-ms") or "nan")})
+    timings["large_click_to_edges_in_browser_ms"] = sorted(t["in_browser_ms"] for t in trips)
+    timings["large_click_to_edges_wall_ms"] = sorted(t["wall_ms"] for t in trips)
+    pg.screenshot(path=str(ARTIFACTS / "e2e_large.png"), full_page=False)
+
+
+def test_standalone_export_renders_offline(tmp_path, browser, smollm2_trace):
+    """export_html's page: no server, no network; the views render and react locally."""
+    from corevital_widgets.widgets import export_html
+
+    tr = smollm2_trace
+    page = export_html(tr, tmp_path / "export.html", selection={"token": 6, "layer": 2, "head": 1})
+    requests: list[str] = []
+    pg = browser.new_page(viewport={"width": 1300, "height": 1000})
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("request", lambda r: requests.append(r.url))
+    pg.goto(page.as_uri())
+    pg.wait_for_selector("body[data-rendered='1'] .cv-heatmap[data-cells]", timeout=30_000)
+    assert pg.locator(".cv-timeline .cv-tok").count() == tr.n_prompt + tr.n_steps
+    assert pg.locator(".cv-heatmap").get_attribute("data-cells") == str(tr.n_layers * tr.n_heads)
+    assert pg.locator(".cv-badge .cv-flag.cv-fired").count() == len(tr.health.fired)
+    g = pg.locator(".cv-graph")
+    drawn = json.loads(g.get_attribute("data-edges"))
+    keys, weights = tr.attends_to(6, 2, 1)
+    keep = weights >= 0.02
+    assert [k for k, _ in drawn] == keys[keep].tolist()
+    # local interactions work without a kernel: metric colours, heatmap source
+    gen = pg.locator(".cv-timeline .cv-gen")
+    before = gen.evaluate_all("els => els.map(e => e.style.background)")
+    pg.locator(".cv-metric").select_option("top_k_margin")
+    assert gen.evaluate_all("els => els.map(e => e.style.background)") != before
+    pg.locator(".cv-heat-source").select_option("prompt")
+    pg.locator(".cv-heat-value").select_option("sink")
+    assert pg.locator(".cv-heatmap").get_attribute("data-value") == "sink"
+    pg.screenshot(path=str(ARTIFACTS / "export_offline.png"), full_page=True)
+    pg.close()
+    assert not errors, errors
+    assert all(u.startswith(("file:", "blob:", "data:")) for u in requests), requests
+
+
+def test_dashboard_in_notebook7(tmp_path, browser, smollm2_trace):
+    """The same views in Notebook 7 (anywidget's front-end API only, no JupyterLab internals)."""
+    import importlib.util
+
+    if importlib.util.find_spec("notebook") is None or not importlib.util.find_spec("notebook").origin:
+        pytest.skip("Notebook 7 is not installed (pip install 'notebook>=7')")
+    tr = smollm2_trace
+    tr.save(tmp_path / "t.cvtrace")
+    src = (
+        "import json\nfrom corevital_widgets import load_trace\nfrom corevital_widgets.widgets import show\n"
+        f"dash = show(load_trace({str(tmp_path / 't.cvtrace')!r}))\n"
+        f"dash.on_select(lambda sel: open({str(tmp_path / 'selections.jsonl')!r}, 'a').write(json.dumps(sel) + '\\n'))\n"
+        "dash"
+    )
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "source": src, "outputs": [], "execution_count": None}],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (corevital)", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "n7.ipynb").write_text(json.dumps(nb))
+    server = _start_server(tmp_path, "notebook")
+    info = next(server)
+    try:
+        pg = browser.new_page(viewport={"width": 1300, "height": 1000})
+        pg.goto(f"{info['base']}/notebooks/n7.ipynb?token={info['token']}")
+        pg.wait_for_selector(".jp-Cell .jp-InputArea-editor", timeout=60_000)
+        try:
+            pg.locator(".jp-Dialog .jp-mod-accept").click(timeout=5_000)
+        except Exception:
+            pass
+        _run_cell(pg, 0)
+        pg.wait_for_selector(".cv-heatmap[data-cells]", timeout=120_000)
+        assert pg.locator(".cv-timeline .cv-tok").count() == tr.n_prompt + tr.n_steps
+        assert pg.get_attribute(".cv-heatmap", "data-cells") == str(tr.n_layers * tr.n_heads)
+        graph = pg.locator(".cv-graph")
+        graph.locator(".cv-graph-layer").select_option("4")
+        graph.locator(".cv-graph-head").select_option("3")
+        graph.locator(".cv-tok[data-token='5']").click()
+        _wait_for(lambda: graph.get_attribute("data-state") == "drawn" and graph.get_attribute("data-token") == "5", 10, "edges")
+        _wait_for(lambda: any(s["token"] == 5 and s["layer"] == 4 for s in _selections(tmp_path)), 10, "selection in Python")
+        keys, w = tr.attends_to(5, 4, 3)
+        assert [k for k, _ in json.loads(graph.get_attribute("data-edges"))] == keys[w >= 0.02].tolist()
+        pg.screenshot(path=str(ARTIFACTS / "notebook7.png"), full_page=False)
+        pg.close()
+    finally:
+        server.close()
