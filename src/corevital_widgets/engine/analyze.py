@@ -17,7 +17,7 @@ from .collector import DEFAULT_MAX_SPARSE_BYTES, CollectedArrays, Collector
 from .prompt_attention import DEFAULT_TILE_BYTES
 from .loading import resolve_model, resolve_tokenizer
 from .model_state import preserved_model_state
-from .structure import ModelStructure, inspect_model
+from .structure import ModelStructure, execution_device, inspect_model
 
 _FORBIDDEN_GENERATE = {
     "num_beams": "beam search keeps several hypotheses per step; corevital traces one sequence (num_beams=1)",
@@ -155,7 +155,8 @@ def analyze(
             "so corevital cannot read its attention"
         )
 
-    device = next(model.parameters()).device
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    device = execution_device(embeddings if embeddings is not None else model)
     input_ids = input_ids.to(device)
     collector = Collector(
         model, structure, input_ids[0], max_steps=max_new_tokens, top_k=int(top_k),
@@ -304,6 +305,7 @@ def _build_trace(
         "hidden_size": int(getattr(text_config, "hidden_size", 0) or getattr(text_config, "d_model", 0) or 0),
         "vocab_size": int(getattr(text_config, "vocab_size", 0) or 0),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "devices": sorted({str(execution_device(m)) for m in structure.step.layers}),
         "device": device,
         "distribution": "raw logits (before temperature/top-k/top-p warping)",
         "top_k": params["top_k"],

@@ -148,7 +148,7 @@ def corevital_attention(
     q_len = query.shape[-2]
     last = slice(q_len - 1, q_len)
     if q_len > 1:  # a prompt pass: blocked over query tiles
-        acc, step = collector.prompt_pass(entry, query.shape[1], key.shape[-2])  # type: ignore[union-attr]
+        acc, step = collector.prompt_pass(entry, query.shape[1], key.shape[-2], query.device)  # type: ignore[union-attr]
         if acc is not None:
             n_keys = key.shape[-2]
             causal = bool(getattr(module, "is_causal", False))

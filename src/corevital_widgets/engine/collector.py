@@ -23,7 +23,7 @@ from .prompt_attention import DEFAULT_TILE_BYTES, PromptAccumulator, tile_rows
 
 #: Default ceiling for the sparse prompt attention of a run (uncapped estimate), bytes.
 DEFAULT_MAX_SPARSE_BYTES = 512 * 2**20
-from .structure import ModelStructure, Stack
+from .structure import ModelStructure, Stack, execution_device
 
 #: Final-layer vectors kept for repetition detection (newest + previous ones); never saved.
 REPETITION_BUFFER = 5
@@ -178,7 +178,8 @@ class Collector:
                 self._step_vec = torch.empty(stack.num_layers, h.shape[-1], dtype=torch.float32, device=h.device)
             self._step_vec[i] = h[-1]
         if self._in_prompt_pass(stack) and self._prev_hidden is not None:
-            self._layer_transformation[i] = metrics.layer_transformation(self._prev_hidden, h)
+            prev = self._prev_hidden if self._prev_hidden.device == h.device else self._prev_hidden.to(h.device)
+            self._layer_transformation[i] = metrics.layer_transformation(prev, h).cpu()
             self._prev_hidden = h
 
     def _make_layer_hook(self, stack: Stack, i: int) -> Callable:
@@ -195,7 +196,9 @@ class Collector:
             self._prev_hidden = None
             if prompt_pass and stack.role == "causal" and self.structure.lm_head is not None and h.shape[0] > 1:
                 ids = self.prompt_ids.to(h.device)
-                self._prompt_surprisal = metrics.prompt_surprisal_bits(h[:-1], self.structure.lm_head, ids[1:])
+                head_device = execution_device(self.structure.lm_head)
+                self._prompt_surprisal = metrics.prompt_surprisal_bits(
+                    h[:-1].to(head_device), self.structure.lm_head, ids[1:].to(head_device))
             if stack.role != "encoder":
                 self._finish_step_hidden()
                 self._finish_step_attention(stack.num_layers)
@@ -228,18 +231,16 @@ class Collector:
     def tile_rows(self, n_heads: int, n_keys: int) -> int:
         return tile_rows(n_heads, n_keys, self.tile_bytes, self.threshold)
 
-    def prompt_pass(self, entry: tuple[Stack, int], n_heads: int, n_keys: int) -> tuple[PromptAccumulator | None, bool]:
+    def prompt_pass(self, entry: tuple[Stack, int], n_heads: int, n_keys: int,
+                    device: torch.device) -> tuple[PromptAccumulator | None, bool]:
         """For a multi-row attention call: an accumulator when prompt telemetry is recorded,
         and whether its last row is this step's row (a causal LM's prefill)."""
         stack, _ = entry
         step = stack.role != "encoder"
         acc = None
         if self._in_prompt_pass(stack):
-            acc = PromptAccumulator(n_heads, n_keys, n_keys, self.threshold, self.cap, self._device_hint(stack))
+            acc = PromptAccumulator(n_heads, n_keys, n_keys, self.threshold, self.cap, device)  # where the layer lives
         return acc, step
-
-    def _device_hint(self, stack: Stack) -> torch.device:
-        return next(stack.attention[0].parameters(), torch.empty(0)).device
 
     def on_step_scores(self, entry: tuple[Stack, int], scores: torch.Tensor) -> None:
         """Store one layer's masked pre-softmax scores [H, S] of the step's query row; all
@@ -261,7 +262,7 @@ class Collector:
     def on_prompt_done(self, entry: tuple[Stack, int], acc: PromptAccumulator) -> None:
         """Keep a layer's prompt head statistics; move its sparse profile to the host now."""
         stack, layer = entry
-        self._prompt_heads[layer] = acc.head_stats()
+        self._prompt_heads[layer] = acc.head_stats().cpu()  # one copy per layer, prompt pass only
         sp = acc.sparse()
         counts, keys, weights = sp.counts.cpu(), sp.keys.cpu(), sp.weights.to(torch.float16).cpu()
         if not self._sparse and not self.cap:
@@ -307,8 +308,8 @@ class Collector:
         prompt_heads = lt = psurp = counts = keys = vals = None
         if self.prompt_telemetry and self._prompt_heads:
             n = self.structure.prompt.num_layers
-            prompt_heads = torch.stack([self._prompt_heads[i] for i in range(n)]).cpu().numpy()
-            lt = torch.stack([self._layer_transformation[i] for i in range(n)]).cpu().numpy()
+            prompt_heads = torch.stack([self._prompt_heads[i] for i in range(n)]).numpy()
+            lt = torch.stack([self._layer_transformation[i] for i in range(n)]).numpy()
             psurp = None if self._prompt_surprisal is None else self._prompt_surprisal.cpu().numpy()
             counts = torch.stack([self._sparse[i][0] for i in range(n)]).numpy()
             keys = torch.cat([self._sparse[i][1] for i in range(n)]).numpy()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import torch
 from torch import nn
 
 Role = Literal["causal", "encoder", "decoder"]
@@ -48,6 +49,19 @@ class ModelStructure:
         for stack in {id(self.step): self.step, id(self.prompt): self.prompt}.values():
             for i, module in enumerate(stack.attention):
                 self.attention_index[id(module)] = (stack, i)
+
+
+def execution_device(module: nn.Module) -> torch.device:
+    """Where a module computes: accelerate's execution device when the module is dispatched
+    (offloaded weights sit on the meta device until called), else its parameters' device."""
+    hook = getattr(module, "_hf_hook", None)
+    device = getattr(hook, "execution_device", None)
+    if device is not None:
+        return torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
+    for p in module.parameters():
+        if p.device.type != "meta":
+            return p.device
+    return torch.device("cpu")
 
 
 def _innermost_self_attention(block: nn.Module) -> nn.Module | None:
