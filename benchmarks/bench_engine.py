@@ -59,22 +59,25 @@ def main() -> None:
         assert out.shape[1] == ids.shape[1] + n
         return time.perf_counter() - t
 
-    def ours() -> tuple[float, corevital.Trace]:
+    def ours(**kw) -> tuple[float, corevital.Trace]:
         t = time.perf_counter()
-        trace = corevital.analyze(model, prompt, tok, max_new_tokens=n, min_new_tokens=n)
+        trace = corevital.analyze(model, prompt, tok, max_new_tokens=n, min_new_tokens=n, **kw)
         return time.perf_counter() - t, trace
 
     plain()  # warm-up both paths
     ours()
-    ratios, t_plain, t_ours = [], [], []
+    ratios, lens_ratios, t_plain, t_ours = [], [], [], []
     trace = None
     for i in range(args.repeats):
         a = plain()
         b, trace = ours()
+        c, _ = ours(logit_lens=True)
         t_plain.append(a)
         t_ours.append(b)
         ratios.append(b / a)
-        print(f"  run {i}: generate {a:.3f} s   analyze {b:.3f} s   ratio {b / a:.3f}")
+        lens_ratios.append(c / a)
+        print(f"  run {i}: generate {a:.3f} s   analyze {b:.3f} s   ratio {b / a:.3f}   "
+              f"with logit lens {c:.3f} s ({c / a:.3f})")
     assert trace is not None
     size = len(trace.to_bytes())
     sparse = trace.sparse
@@ -84,6 +87,7 @@ def main() -> None:
     print(f"median generate  {statistics.median(t_plain):.3f} s")
     print(f"median analyze   {statistics.median(t_ours):.3f} s")
     print(f"median ratio     {med:.3f}x   (target <= 1.3x)  {'OK' if med <= 1.3 else 'MISSED'}")
+    print(f"logit lens       {statistics.median(lens_ratios):.3f}x generate (opt-in, analyze(logit_lens=True))")
     print(f"trace size       {size / 1e6:.3f} MB  (target <= 2.5 MB)  {'OK' if size <= 2.5e6 else 'MISSED'}")
     print(f"sparse entries   {sparse.nnz:,}  ({sparse.nnz / sparse.row_counts.size:.1f} keys per query row, "
           f"threshold {sparse.threshold})")

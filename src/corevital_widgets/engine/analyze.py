@@ -93,6 +93,7 @@ def analyze(
     attention_cap: int = 0,
     max_sparse_bytes: int = DEFAULT_MAX_SPARSE_BYTES,
     attention_tile_bytes: int = DEFAULT_TILE_BYTES,
+    logit_lens: bool = False,
     thresholds: Thresholds | None = None,
     on_step: Callable[[int, int], None] | None = None,
     progress: bool = False,
@@ -114,6 +115,9 @@ def analyze(
             many bytes (estimated from the first layer), a cap is chosen so it fits, with a warning.
         attention_tile_bytes: memory budget for one tile of prompt attention (the prompt pass
             runs over query tiles so that no full [H, P, P] matrix is ever held).
+        logit_lens: also decode every layer's hidden state through the final norm and the
+            unembedding at every step: ``trace.layers.lens_entropy`` (bits) and ``lens_top1``
+            [T, L]. Costs one [L, V] logit matrix per step (computed and dropped on the device).
         thresholds: health-flag thresholds (defaults: shared/METRICS.md).
         on_step: called as ``on_step(step, token_id)`` after every generated token.
         progress: show a tqdm progress bar.
@@ -161,7 +165,8 @@ def analyze(
     collector = Collector(
         model, structure, input_ids[0], max_steps=max_new_tokens, top_k=int(top_k),
         prompt_telemetry=prompt_telemetry, attention_threshold=attention_threshold, attention_cap=attention_cap,
-        tile_bytes=attention_tile_bytes, max_sparse_bytes=max_sparse_bytes,
+        tile_bytes=attention_tile_bytes, max_sparse_bytes=max_sparse_bytes, logit_lens=logit_lens,
+        lens_scale=_lens_scale(model),
     )
     gen_kwargs = dict(generate_kwargs)
     pad = getattr(tokenizer, "pad_token_id", None)
@@ -207,13 +212,21 @@ def analyze(
         model, structure, tokenizer, prompt_np, gen_np, arrays, thresholds,
         params={"max_new_tokens": max_new_tokens, "do_sample": bool(do_sample), "seed": seed,
                 "prompt_telemetry": bool(prompt_telemetry), "attention_threshold": float(attention_threshold),
-                "attention_cap": int(collector.cap), "top_k": int(top_k),
+                "attention_cap": int(collector.cap), "top_k": int(top_k), "logit_lens": bool(logit_lens),
                 **{k: v for k, v in generate_kwargs.items() if isinstance(v, (int, float, str, bool)) and k != "streamer"}},
         device=str(device),
     )
     trace.meta["timings"] = {"setup_s": t_gen - t_start, "generate_s": t_done - t_gen,
                              "build_s": time.perf_counter() - t_done}
     return trace
+
+
+def _lens_scale(model: Any) -> float:
+    """T5 scales the decoder output by d_model**-0.5 before a tied unembedding."""
+    config = model.config
+    if getattr(config, "model_type", "") == "t5" and getattr(config, "tie_word_embeddings", False):
+        return float(config.d_model) ** -0.5
+    return 1.0
 
 
 class _StepStreamer:
@@ -266,8 +279,9 @@ def _build_trace(
         perplexity=stats[:, 4], surprisal=a.surprisal, top_k_ids=a.top_k_ids, top_k_probs=a.top_k_probs,
         logits_has_nan=a.logit_flags[:, 0], logits_has_inf=a.logit_flags[:, 1], repetition_similarity=a.repetition,
     )
+    lens = {} if a.lens_entropy is None else {"lens_entropy": a.lens_entropy, "lens_top1": a.lens_top1}
     layers = Layers(l2_norm=a.hidden[:, 0], std=a.hidden[:, 1], mean=a.hidden[:, 2],
-                    has_nan=a.hidden_flags[:, 0], has_inf=a.hidden_flags[:, 1])
+                    has_nan=a.hidden_flags[:, 0], has_inf=a.hidden_flags[:, 1], **lens)
     he, hc = a.head_entropy, a.head_concentration
     with np.errstate(invalid="ignore"):
         attention = Attention(

@@ -60,6 +60,8 @@ class CollectedArrays:
     sparse_keys: np.ndarray | None  # [N]
     sparse_weights: np.ndarray | None  # [N] float16
     attention_calls: int
+    lens_entropy: np.ndarray | None = None  # [T, L]
+    lens_top1: np.ndarray | None = None  # [T, L]
 
 
 class Collector:
@@ -78,6 +80,8 @@ class Collector:
         attention_cap: int = 0,
         tile_bytes: int = DEFAULT_TILE_BYTES,
         max_sparse_bytes: int = DEFAULT_MAX_SPARSE_BYTES,
+        logit_lens: bool = False,
+        lens_scale: float = 1.0,
     ) -> None:
         self.model = model
         self.structure = structure
@@ -89,6 +93,8 @@ class Collector:
         self.cap = int(attention_cap)
         self.tile_bytes = int(tile_bytes)
         self.max_sparse_bytes = int(max_sparse_bytes)
+        self.logit_lens = logit_lens
+        self.lens_scale = lens_scale
         self.auto_cap: int | None = None  # set when the sparse profile had to be capped
         self.step = -1  # index of the forward being run (= generation step)
         self.attention_calls = 0
@@ -214,6 +220,12 @@ class Collector:
         self._buf("hidden_flags", (2, n_layers), torch.bool, dev)[t] = flags
         if self._window is None:
             self._window = torch.zeros(REPETITION_BUFFER, vec.shape[1], dtype=torch.float32, device=dev)
+        if self.logit_lens and self.structure.lm_head is not None:
+            head_dev = execution_device(self.structure.lm_head)
+            ent, top1 = metrics.logit_lens(vec.to(head_dev), self.structure.final_norm, self.structure.lm_head,
+                                           scale=self.lens_scale)
+            self._buf("lens_entropy", (n_layers,), torch.float32, head_dev)[t] = ent
+            self._buf("lens_top1", (n_layers,), torch.int64, head_dev)[t] = top1
         self._window[t % REPETITION_BUFFER] = vec[-1]
         rep = self._buf("repetition", (), torch.float32, dev, float("nan"))
         if t >= 3:
@@ -339,4 +351,6 @@ class Collector:
             sparse_keys=keys,
             sparse_weights=vals,
             attention_calls=self.attention_calls,
+            lens_entropy=host("lens_entropy") if "lens_entropy" in b else None,
+            lens_top1=host("lens_top1") if "lens_top1" in b else None,
         )

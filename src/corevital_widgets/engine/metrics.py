@@ -37,6 +37,22 @@ def output_distribution(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, tor
     return stats, ids, probs, logp
 
 
+def logit_lens(hidden: torch.Tensor, final_norm: torch.nn.Module | None, lm_head: torch.nn.Module,
+               normed_last: bool = True, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logit lens of one step: per-layer hidden vectors [L, D] decoded through the final norm
+    and the unembedding. Returns (entropy bits [L], top-1 token id [L]); the [L, V] logits live
+    only inside this call. With ``normed_last`` the last vector is already final-normed
+    (transformers' last hidden state) and is not normed again."""
+    h = hidden.to(lm_head.weight.dtype)
+    if final_norm is not None:
+        normed = final_norm(h[:-1] if normed_last else h)
+        h = torch.cat([normed, h[-1:]]) if normed_last else normed
+    logp = torch.log_softmax(lm_head(h * scale if scale != 1.0 else h).float(), dim=-1)
+    p = logp.exp()
+    ent = -torch.where(p == 0, torch.zeros_like(p), p * logp).sum(-1) / LN2
+    return ent, logp.argmax(-1)
+
+
 def token_surprisal_bits(logp: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
     """-log2 p(token) for log-probs [..., V] and token ids [...]."""
     return -logp.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1) / LN2

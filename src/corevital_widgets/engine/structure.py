@@ -12,6 +12,8 @@ from torch import nn
 
 Role = Literal["causal", "encoder", "decoder"]
 
+#: Attribute names of the final norm of a stack (Llama/Qwen/Mistral, GPT-2, T5, OPT/others).
+_FINAL_NORM_NAMES = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "layer_norm")
 _CROSS_ATTENTION_NAMES = ("encoder_attn", "crossattention", "cross_attn", "encdecattention", "cross_attention")
 
 
@@ -43,6 +45,7 @@ class ModelStructure:
     prompt: Stack
     lm_head: nn.Module | None
     is_encoder_decoder: bool
+    final_norm: nn.Module | None = None
     attention_index: dict[int, tuple[Stack, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -116,4 +119,5 @@ def inspect_model(model: nn.Module) -> ModelStructure:
             "(T5, BART) model."
         )
     lm_head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return ModelStructure(step=step, prompt=prompt, lm_head=lm_head, is_encoder_decoder=is_enc_dec)
+    final_norm = next((getattr(step.module, n) for n in _FINAL_NORM_NAMES if isinstance(getattr(step.module, n, None), nn.Module)), None)
+    return ModelStructure(step=step, prompt=prompt, lm_head=lm_head, is_encoder_decoder=is_enc_dec, final_norm=final_norm)

@@ -104,7 +104,7 @@ def trace_to_pandas(trace: "Trace", kind: str = "steps") -> "pd.DataFrame":
     if kind == "layers":
         step, layer = np.meshgrid(np.arange(t_n), np.arange(l_n), indexing="ij")
         cols = {"step": step.ravel(), "layer": layer.ravel()}
-        cols.update({f"hidden_{k}": v.ravel() for k, v in trace.layers.arrays().items()})
+        cols.update({f"hidden_{k}": v.ravel() for k, v in trace.layers.arrays().items() if v.size})
         cols.update({f"attention_{k}": v.ravel() for k, v in trace.attention.arrays().items()})
         return pd.DataFrame(cols)
     if kind == "heads":

@@ -8,7 +8,7 @@ token t (step 0 is the last prompt position).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -77,6 +77,11 @@ class Layers(_Group):
     the last one is the model's final-normed ``last_hidden_state``). l2_norm: Euclidean norm;
     std / mean: population std and mean over the hidden dimension (same units as the
     activations); has_nan / has_inf: any non-finite element.
+
+    Logit lens (only with ``analyze(..., logit_lens=True)``; else shape (0, 0)): lens_entropy,
+    bits, and lens_top1, token id, of the next-token distribution decoded from each layer's
+    hidden state through the model's final norm and unembedding. The last layer's lens is the
+    model's own output distribution.
     """
 
     l2_norm: np.ndarray
@@ -84,8 +89,11 @@ class Layers(_Group):
     mean: np.ndarray
     has_nan: np.ndarray
     has_inf: np.ndarray
+    lens_entropy: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    lens_top1: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int32))
 
-    _dtypes = {"l2_norm": "float32", "std": "float32", "mean": "float32", "has_nan": "bool", "has_inf": "bool"}
+    _dtypes = {"l2_norm": "float32", "std": "float32", "mean": "float32", "has_nan": "bool", "has_inf": "bool",
+               "lens_entropy": "float32", "lens_top1": "int32"}
 
 
 @dataclass(eq=False)
