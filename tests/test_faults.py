@@ -5,7 +5,6 @@ that produces NaN does not crash analyze."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 import corevital_widgets as corevital

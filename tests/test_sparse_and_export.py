@@ -106,7 +106,7 @@ def test_summary_names_verdict_tokens_and_where_flags_fired(smollm2_trace):
     text = t.summary()
     assert f"generated: {t.n_steps} tokens" in text
     assert t.health.verdict.upper() in text
-    for name, at in t.health.first_fired.items():
+    for at in t.health.first_fired.values():
         assert f"first at step {at.step}" in text
     assert "trace size:" in text and "timings:" in text
 
