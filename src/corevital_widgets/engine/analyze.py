@@ -190,7 +190,7 @@ def analyze(
                     attention_mask=torch.ones_like(input_ids),
                     max_new_tokens=max_new_tokens,
                     do_sample=do_sample,
-                    streamer=streamer,
+                    streamer=streamer if streamer.active else None,  # put() syncs: attach only when listened to
                     **gen_kwargs,
                 )
                 generated = output[0] if structure.is_encoder_decoder else output[0, n_prompt:]
@@ -243,6 +243,11 @@ class _StepStreamer:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, desc="corevital", unit="tok", leave=False)
+
+    @property
+    def active(self) -> bool:
+        """Whether anyone listens (a callback, a progress bar or the user's own streamer)."""
+        return self.on_step is not None or self.bar is not None or self.user is not None
 
     def put(self, value: Any) -> None:
         if self.user is not None:
