@@ -184,3 +184,19 @@ def test_saved_file_has_ordinary_permissions(tmp_path, small_trace):
     path.chmod(0o640)
     small_trace.save(path)  # overwriting keeps the user's permissions
     assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_fewer_weight_bits_bound_the_error_and_shrink_the_file(smollm2):
+    model, tok = smollm2
+    prompt = "The committee met on Tuesday to review the budget, the hiring plan and the new office lease."
+    exact = corevital.analyze(model, prompt, tok, max_new_tokens=3)
+    small = corevital.analyze(model, prompt, tok, max_new_tokens=3, attention_weight_bits=7)
+    assert small.meta["generation"]["attention_weight_bits"] == 7
+    assert np.array_equal(exact.sparse.keys, small.sparse.keys)
+    w, r = exact.sparse.weights.astype(np.float64), small.sparse.weights.astype(np.float64)
+    assert (np.abs(r - w) <= w * 2.0 ** -8 + 1e-12).all()
+    assert (small.sparse.weights.view(np.uint16) & 0b111 == 0).all(), "3 low mantissa bits dropped"
+    saved_bits = 8 * (len(exact.to_bytes()) - len(small.to_bytes()))
+    assert saved_bits >= 1.5 * exact.sparse.nnz, "most of the 3 dropped noise bits per entry are saved"
+    with pytest.raises(ValueError, match="attention_weight_bits"):
+        corevital.analyze(model, prompt, tok, max_new_tokens=2, attention_weight_bits=11)

@@ -142,6 +142,20 @@ class SparseAttention:
         return out
 
 
+def round_float16_mantissa(weights: np.ndarray, bits: int) -> np.ndarray:
+    """Round non-negative float16 values to ``bits`` of their 10 mantissa bits (nearest, ties
+    up), still as float16: relative error <= 2**-(bits + 1). bits=10 returns them unchanged."""
+    if not 1 <= bits <= 10:
+        raise ValueError(f"bits must be in 1..10 (float16 has 10 mantissa bits), got {bits}")
+    w = np.ascontiguousarray(weights, dtype=np.float16)
+    if bits == 10:
+        return w
+    drop = 10 - bits
+    u = w.view(np.uint16).astype(np.uint32)
+    u = ((u + (1 << (drop - 1))) >> drop) << drop  # a carry into the exponent is the correct rounding
+    return u.astype(np.uint16).view(np.float16)
+
+
 def _gather_ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Concatenation of arange(lo[i], hi[i]) for all i, without a Python loop."""
     lengths = hi - lo
