@@ -109,6 +109,10 @@ def test_summary_names_verdict_tokens_and_where_flags_fired(smollm2_trace):
     for at in t.health.first_fired.values():
         assert f"first at step {at.step}" in text
     assert "trace size:" in text and "timings:" in text
+    from corevital_widgets.risk import RiskModel
+
+    risk = float(RiskModel.load_default(t.meta["model_name"]).predict_proba(t))
+    assert f"risk: {risk:.2f} (calibrated probability of a wrong answer)" in text
 
 
 def test_cli_summary_of_saved_trace(tmp_path, smollm2_trace, capsys):

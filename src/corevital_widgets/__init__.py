@@ -20,7 +20,10 @@ from .trace.storage import TraceFileError, load_trace
 from .trace.trace import SCHEMA_VERSION, Trace
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .batch import TraceSet, analyze_many
     from .engine.analyze import analyze
+    from .risk import RiskModel, evaluate_risk, heuristic_risk
+    from .suite import build_suite, grade
     from .engine.loading import load_default_model
     from .widgets.components import AttentionGraph, Dashboard, HeadHeatmap, HealthBadge, TokenTimeline, link_selection
     from .widgets.html_export import export_html
@@ -37,6 +40,13 @@ _LAZY = {
     "HeadHeatmap": ("widgets.components", "HeadHeatmap"),
     "AttentionGraph": ("widgets.components", "AttentionGraph"),
     "link_selection": ("widgets.components", "link_selection"),
+    "analyze_many": ("batch", "analyze_many"),
+    "TraceSet": ("batch", "TraceSet"),
+    "RiskModel": ("risk", "RiskModel"),
+    "heuristic_risk": ("risk", "heuristic_risk"),
+    "evaluate_risk": ("risk", "evaluate_risk"),
+    "build_suite": ("suite", "build_suite"),
+    "grade": ("suite", "grade"),
 }
 
 
@@ -54,6 +64,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "analyze", "load_default_model", "show", "export_html", "Dashboard", "HealthBadge", "TokenTimeline",
-    "HeadHeatmap", "AttentionGraph", "link_selection", "load_trace", "Trace", "TraceFileError", "SparseAttention", "Health", "FiredAt",
+    "HeadHeatmap", "AttentionGraph", "link_selection", "analyze_many", "TraceSet", "RiskModel", "heuristic_risk",
+    "evaluate_risk", "build_suite", "grade", "load_trace", "Trace", "TraceFileError", "SparseAttention", "Health", "FiredAt",
     "Thresholds", "DEFAULT_THRESHOLDS", "SCHEMA_VERSION", "__version__",
 ]

@@ -25,6 +25,24 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _risk_line(trace: "Trace") -> str:
+    """Risk of a wrong answer from the shipped model for this trace's model, else the
+    uncalibrated heuristic (said so)."""
+    import warnings
+
+    from ..risk import RiskModel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = RiskModel.load_default(str(trace.meta.get("model_name", "")))
+    try:
+        risk = float(model.predict_proba(trace))
+    except ValueError:
+        return ""
+    what = "uncalibrated heuristic score" if model.kind == "heuristic" else "calibrated probability of a wrong answer"
+    return f"risk: {risk:.2f} ({what})"
+
+
 def trace_summary(trace: "Trace", max_steps: int = 64) -> str:
     """Tokens, per-step entropy/surprisal/margin, health verdict, where each flag fired,
     prompt attention highlights, sizes and timings."""
@@ -53,6 +71,9 @@ def trace_summary(trace: "Trace", max_steps: int = 64) -> str:
         )
     h = trace.health
     lines += ["", f"health: {_VERDICT_WORDS[h.verdict]}"]
+    risk_line = _risk_line(trace)
+    if risk_line:
+        lines.append(risk_line)
     for name in ("nan_detected", "inf_detected", "attention_collapse_detected", "high_entropy_steps",
                  "repetition_loop_detected", "mid_layer_anomaly_detected"):
         value = getattr(h, name)

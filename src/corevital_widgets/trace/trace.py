@@ -127,6 +127,12 @@ class Trace:
 
         return trace_to_pandas(self, kind)
 
+    def features(self) -> dict[str, float]:
+        """Named scalar features of the run (see :mod:`corevital_widgets.trace.features`)."""
+        from .features import trace_features
+
+        return trace_features(self)
+
     def chart(self, metric: str = "entropy") -> Any:
         """A static ``altair.Chart`` of one metric: a timeline curve over steps, or a per-layer
         profile for layer metrics (see :func:`corevital_widgets.trace.charts.trace_chart`)."""

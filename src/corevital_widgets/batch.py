@@ -1,0 +1,286 @@
+"""``analyze_many``: trace many prompts, resumably, into a :class:`TraceSet`.
+
+With ``out_dir`` every trace is saved (atomically) as soon as it completes, under a name that
+is a pure function of the prompt's index, its text, the model name and the analyze keyword
+arguments: ``{index:05d}-{sha256[:16]}.cvtrace``. A small ``manifest.json`` (written
+atomically after each trace) caches the per-prompt summaries. The trace files are the source
+of truth: a re-run skips every prompt whose file exists and loads, so a crash loses at most
+the prompt in flight and never traces a prompt twice. Only summaries stay in memory; traces are
+loaded from disk on access.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import numpy as np
+
+from .trace.features import trace_features
+from .trace.storage import TraceFileError, load_trace
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from .trace.trace import Trace
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+TRACE_SUFFIX = ".cvtrace"
+#: analyze keyword arguments that do not change the trace and so are left out of the file key.
+_UNKEYED = frozenset({"on_step", "progress"})
+
+
+def _model_name(model: Any) -> str:
+    if isinstance(model, (str, PathLike)):
+        return str(model)
+    config = getattr(model, "config", None)
+    return str(getattr(config, "name_or_path", "") or getattr(model, "name_or_path", "") or type(model).__name__)
+
+
+def prompt_key(index: int, prompt: str, model_name: str, analyze_kwargs: dict[str, Any]) -> str:
+    """The deterministic file stem of one prompt: ``{index:05d}-{sha256 hex[:16]}``.
+
+    The hash covers the prompt text, the model name and the analyze keyword arguments that
+    shape the trace (``on_step``/``progress`` excluded), so changing any of them re-traces.
+    """
+    kw = {k: v for k, v in analyze_kwargs.items() if k not in _UNKEYED}
+    blob = json.dumps({"prompt": prompt, "model": model_name, "kwargs": kw}, sort_keys=True, default=repr)
+    return f"{index:05d}-{hashlib.sha256(blob.encode('utf-8')).hexdigest()[:16]}"
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder, fsync and rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    _write_text_atomic(path, json.dumps(obj, allow_nan=True))
+
+
+def trace_summary_row(trace: "Trace") -> dict[str, Any]:
+    """What a TraceSet keeps in memory per prompt: generated text, verdict and features."""
+    row: dict[str, Any] = {"text": trace.text, "verdict": trace.health.verdict}
+    row.update(trace_features(trace))
+    return row
+
+
+@dataclass
+class TraceSet:
+    """Traces of many prompts: summaries in memory, traces on disk (or in memory without ``out_dir``).
+
+    ``len(ts)``, ``ts[i]`` (a :class:`~corevital_widgets.Trace`, loaded from disk when saved),
+    iteration over traces, ``ts.to_pandas()`` (one row per prompt), ``TraceSet.load(out_dir)``.
+    """
+
+    prompts: list[str]
+    keys: list[str]
+    summaries: list[dict[str, Any]]
+    out_dir: Path | None = None
+    _traces: list["Trace"] | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def paths(self) -> list[Path]:
+        """The trace file of every prompt (empty when the set was made without ``out_dir``)."""
+        return [] if self.out_dir is None else [self.out_dir / f"{k}{TRACE_SUFFIX}" for k in self.keys]
+
+    def __getitem__(self, i: int) -> "Trace":
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"index a TraceSet with an int, got {type(i).__name__}")
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for a TraceSet of {n} prompts")
+        if self._traces is not None:
+            return self._traces[i]
+        return load_trace(self.paths[i])
+
+    def __iter__(self) -> Iterator["Trace"]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def features(self) -> "pd.DataFrame":
+        """The feature columns only (one row per prompt), as used by ``RiskModel``."""
+        from .trace.features import FEATURE_NAMES, LENS_FEATURE_NAMES
+
+        df = self.to_pandas()
+        cols = [c for c in (*FEATURE_NAMES, *LENS_FEATURE_NAMES) if c in df.columns]
+        return df[cols]
+
+    def to_pandas(self) -> "pd.DataFrame":
+        """One row per prompt: index, prompt, key, generated text, verdict and every feature."""
+        import pandas as pd
+
+        rows = [{"index": i, "prompt": p, "key": k, **s} for i, (p, k, s) in enumerate(zip(self.prompts, self.keys, self.summaries))]
+        return pd.DataFrame(rows).set_index("index") if rows else pd.DataFrame(columns=["prompt", "key", "text", "verdict"])
+
+    def chart(self, x: str = "entropy_mean", y: str = "max_prob_mean", color: str = "verdict",
+              labels: Sequence[Any] | None = None) -> Any:
+        """A static dataset view: one point per prompt, ``x`` against ``y`` (feature names, see
+        ``trace.features``), coloured by ``color`` (a column, or ``"label"`` with ``labels``);
+        hover shows the prompt index, generated text and verdict; drag to zoom, scroll to pan."""
+        import altair as alt
+
+        df = self.to_pandas().reset_index()
+        if labels is not None:
+            if len(labels) != len(df):
+                raise ValueError(f"labels has {len(labels)} entries for {len(df)} prompts; pass one per prompt")
+            df["label"] = list(labels)
+        for name, role in ((x, "x"), (y, "y"), (color, "color")):
+            if name not in df.columns:
+                raise ValueError(f"{role}={name!r} is not a column; choose one of {sorted(map(str, df.columns))}")
+        df = df.drop(columns=["prompt", "key"])
+        return alt.Chart(df).mark_circle(size=40, opacity=0.7).encode(
+            x=alt.X(f"{x}:Q"), y=alt.Y(f"{y}:Q"), color=alt.Color(f"{color}:N"),
+            tooltip=["index", "text", "verdict", x, y],
+        ).properties(title=f"{len(df)} prompts: {y} vs {x}", width=420, height=320).interactive()
+
+    @classmethod
+    def load(cls, out_dir: str | PathLike[str]) -> "TraceSet":
+        """Open a finished ``analyze_many`` output folder from its manifest."""
+        out = Path(out_dir)
+        path = out / MANIFEST_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found; is {out} an analyze_many out_dir?")
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        entries = manifest["entries"]
+        missing = [e["index"] for e in entries if e.get("summary") is None]
+        if missing:
+            raise ValueError(f"{len(missing)} prompts of {out} are not traced yet (first: {missing[0]}); re-run analyze_many to finish")
+        return cls(prompts=[e["prompt"] for e in entries], keys=[e["key"] for e in entries],
+                   summaries=[e["summary"] for e in entries], out_dir=out)
+
+    def __repr__(self) -> str:
+        where = f"on disk in {self.out_dir}" if self.out_dir is not None else "in memory"
+        return f"<TraceSet of {len(self)} prompts, {where}>"
+
+
+def _check_prompts(prompts: Any) -> list[str]:
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, not one string; use analyze() for one prompt")
+    try:
+        prompts = list(prompts)
+    except TypeError:
+        raise TypeError(f"prompts must be an iterable of strings, got {type(prompts).__name__}") from None
+    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+    if bad:
+        raise TypeError(f"prompts[{bad[0]}] is a {type(prompts[bad[0]]).__name__}, not a str")
+    empty = [i for i, p in enumerate(prompts) if not p.strip()]
+    if empty:
+        raise ValueError(f"prompts[{empty[0]}] is empty; every prompt needs some text")
+    return prompts
+
+
+def analyze_many(
+    model: Any,
+    prompts: Sequence[str],
+    tokenizer: Any | None = None,
+    *,
+    out_dir: str | PathLike[str] | None = None,
+    progress: bool = True,
+    **analyze_kwargs: Any,
+) -> TraceSet:
+    """Run :func:`corevital_widgets.analyze` on every prompt and collect a :class:`TraceSet`.
+
+    Args:
+        model, tokenizer: as for ``analyze`` (the model is resolved and loaded once).
+        prompts: the prompt strings (chat templates applied by you), in order.
+        out_dir: a folder; each trace is saved there as soon as it completes and a re-run
+            skips prompts already traced with the same text, model and keyword arguments.
+            Without it every Trace stays in memory.
+        progress: show a ``tqdm.auto`` progress bar (a widget in notebooks).
+        **analyze_kwargs: passed to ``analyze`` for every prompt (max_new_tokens, seed, ...).
+    """
+    from tqdm.auto import tqdm
+
+    from .engine.analyze import analyze
+    from .engine.loading import resolve_model, resolve_tokenizer
+
+    prompts = _check_prompts(prompts)
+    if "prompt" in analyze_kwargs:
+        raise TypeError("pass the prompts as the `prompts` list, not prompt=")
+    model = resolve_model(model)
+    tokenizer = resolve_tokenizer(model, tokenizer)
+    name = _model_name(model)
+    keys = [prompt_key(i, p, name, analyze_kwargs) for i, p in enumerate(prompts)]
+    summaries: list[dict[str, Any] | None] = [None] * len(prompts)
+    traces: list["Trace"] | None = None
+    out: Path | None = None
+
+    if out_dir is not None:
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise NotADirectoryError(f"out_dir {out} exists and is not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".*.tmp"):  # temp files of a save that was killed midway
+            stale.unlink(missing_ok=True)
+        cached: dict[str, dict[str, Any]] = {}
+        mpath = out / MANIFEST_NAME
+        if mpath.is_file():
+            try:
+                old = json.loads(mpath.read_text(encoding="utf-8"))
+                cached = {e["key"]: e["summary"] for e in old.get("entries", []) if e.get("summary") is not None}
+            except (json.JSONDecodeError, KeyError, TypeError):
+                cached = {}  # a damaged manifest is only a cache: rebuild it from the trace files
+        for i, key in enumerate(keys):
+            path = out / f"{key}{TRACE_SUFFIX}"
+            if not path.is_file():
+                continue
+            if key in cached:
+                summaries[i] = cached[key]
+                continue
+            try:  # saved, but the manifest was not updated before the crash
+                summaries[i] = trace_summary_row(load_trace(path))
+            except TraceFileError:
+                path.unlink()  # unreadable: trace it again
+    else:
+        traces = []
+
+    def write_manifest() -> None:
+        if out is None:
+            return
+        entries = [{"index": i, "key": k, "prompt": p, "file": f"{k}{TRACE_SUFFIX}", "summary": s}
+                   for i, (k, p, s) in enumerate(zip(keys, prompts, summaries))]
+        _write_json_atomic(out / MANIFEST_NAME, {"version": MANIFEST_VERSION, "model": name,
+                                                 "analyze_kwargs": {k: repr(v) for k, v in analyze_kwargs.items() if k not in _UNKEYED},
+                                                 "entries": entries})
+
+    done = sum(s is not None for s in summaries)
+    write_manifest()
+    bar = tqdm(total=len(prompts), initial=done, disable=not progress, desc="analyze_many", unit="prompt")
+    try:
+        for i, prompt in enumerate(prompts):
+            if summaries[i] is not None:
+                continue
+            trace = analyze(model, prompt, tokenizer, **analyze_kwargs)
+            summaries[i] = trace_summary_row(trace)
+            if out is not None:
+                trace.save(out / f"{keys[i]}{TRACE_SUFFIX}")
+                write_manifest()
+            else:
+                assert traces is not None
+                traces.append(trace)
+            bar.update(1)
+    finally:
+        bar.close()
+    return TraceSet(prompts=prompts, keys=keys, summaries=summaries, out_dir=out, _traces=traces)  # type: ignore[arg-type]

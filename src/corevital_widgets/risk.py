@@ -1,0 +1,410 @@
+"""Risk of a wrong answer from trace features: evaluation, a fitted model, a heuristic.
+
+* :func:`evaluate_risk` — AUROC with a bootstrap 95% interval, ECE (15 equal-width bins),
+  Brier score, a reliability diagram and a ROC chart (Altair), baselines beside the score.
+* :class:`RiskModel` — standardised features + logistic regression (scikit-learn to fit;
+  prediction and JSON persistence are numpy only, no pickle).
+* :func:`heuristic_risk` — the seed document's uncalibrated weighted combination.
+
+Convention: label 1 = the event the score predicts (a wrong answer), score = its probability.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+from .trace.features import FEATURE_NAMES, trace_features
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from .trace.trace import Trace
+
+ECE_BINS = 15
+#: Features the default RiskModel uses: defined on every trace made with prompt telemetry
+#: (repetition similarity is NaN for T <= 3 and logit-lens features are optional, so left out).
+DEFAULT_RISK_FEATURES: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n != "repetition_similarity_max")
+DEFAULT_MODEL_FILE = Path(__file__).parent / "data" / "risk_smollm2.json"
+DEFAULT_MODEL_NAMES = ("SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct")
+_FORMAT = "corevital-risk-model"
+
+
+# ---------------------------------------------------------------------------- input checks
+def _as_labels(labels: Any, n: int | None = None) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim != 1:
+        raise ValueError(f"labels must be 1-D, got shape {y.shape}")
+    if n is not None and y.size != n:
+        raise ValueError(f"labels has {y.size} entries but scores has {n}; pass one label per score")
+    if y.dtype == bool:
+        y = y.astype(np.int64)
+    if y.dtype.kind not in "iuf" or not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0/1 or bool (1 = the event the score predicts, e.g. a wrong answer)")
+    y = y.astype(np.int64)
+    if y.min() == y.max():
+        raise ValueError(f"labels hold a single class (all {int(y[0])}); AUROC and fitting need both 0 and 1")
+    return y
+
+
+def _as_scores(scores: Any, name: str = "scores") -> np.ndarray:
+    if isinstance(scores, (str, bytes)):
+        raise TypeError(f"{name} must be an array of numbers, got {type(scores).__name__}")
+    try:
+        s = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an array of numbers") from None
+    if s.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {s.shape}")
+    bad = np.flatnonzero(~np.isfinite(s))
+    if bad.size:
+        raise ValueError(f"{name} has {bad.size} NaN/Inf values (first at index {bad[0]}); drop or fill them first")
+    return s
+
+
+def _auroc_rows(s: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """AUROC of every row of s [B, n] against y [B, n] (Mann-Whitney U with tied ranks averaged)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(s, axis=1)
+    n_pos = y.sum(axis=1)
+    n_neg = y.shape[1] - n_pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ((ranks * y).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def feature_auroc(scores: Any, labels: Any) -> float:
+    """AUROC of ``scores`` as a predictor of ``labels == 1`` (0.5 = chance)."""
+    s = _as_scores(scores)
+    y = _as_labels(labels, s.size)
+    return float(_auroc_rows(s[None], y[None])[0])
+
+
+def bootstrap_auroc_ci(scores: Any, labels: Any, n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the AUROC (resamples with a single class are skipped)."""
+    s = _as_scores(scores)
+    y = _as_labels(labels, s.size)
+    rng = np.random.default_rng(seed)
+    out: list[np.ndarray] = []
+    chunk = max(1, min(n_bootstrap, 2_000_000 // max(s.size, 1)))
+    for start in range(0, n_bootstrap, chunk):
+        idx = rng.integers(0, s.size, size=(min(chunk, n_bootstrap - start), s.size))
+        yy = y[idx]
+        keep = (yy.min(axis=1) == 0) & (yy.max(axis=1) == 1)
+        out.append(_auroc_rows(s[idx][keep], yy[keep]))
+    values = np.concatenate(out)
+    alpha = (1 - level) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+
+
+def reliability_table(probs: Any, labels: Any, n_bins: int = ECE_BINS) -> "pd.DataFrame":
+    """Per equal-width bin of predicted probability: bin edges, count, mean prediction, observed rate.
+
+    Bin b holds predictions in [b/n, (b+1)/n); the last bin also holds 1.0. Empty bins are kept (count 0).
+    """
+    import pandas as pd
+
+    p = _as_scores(probs, "probabilities")
+    y = np.asarray(labels, dtype=np.float64)
+    if p.min() < 0 or p.max() > 1:
+        raise ValueError("probabilities must lie in [0, 1] for ECE, Brier and the reliability diagram")
+    b = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    count = np.bincount(b, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.bincount(b, weights=p, minlength=n_bins) / count
+        rate = np.bincount(b, weights=y, minlength=n_bins) / count
+    edges = np.arange(n_bins + 1) / n_bins
+    return pd.DataFrame({"bin_lo": edges[:-1], "bin_hi": edges[1:], "count": count, "mean_predicted": mean_p, "observed_rate": rate})
+
+
+def expected_calibration_error(probs: Any, labels: Any, n_bins: int = ECE_BINS) -> float:
+    """ECE = Σ_bins (n_b / n) · |observed rate_b − mean prediction_b| over equal-width bins."""
+    t = reliability_table(probs, labels, n_bins)
+    used = t["count"].to_numpy() > 0
+    w = t["count"].to_numpy()[used] / t["count"].sum()
+    return float((w * np.abs(t["observed_rate"].to_numpy()[used] - t["mean_predicted"].to_numpy()[used])).sum())
+
+
+def roc_points(scores: Any, labels: Any) -> "pd.DataFrame":
+    """The ROC curve: false/true positive rate at every distinct threshold (from (0, 0) to (1, 1))."""
+    import pandas as pd
+
+    s = _as_scores(scores)
+    y = _as_labels(labels, s.size)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # last index of each distinct threshold
+    tp = np.cumsum(y)[last]
+    fp = (last + 1) - tp
+    return pd.DataFrame({"threshold": np.r_[np.inf, s[last]], "fpr": np.r_[0.0, fp / (y.size - y.sum())],
+                         "tpr": np.r_[0.0, tp / y.sum()]})
+
+
+@dataclass
+class RiskReport:
+    """What :func:`evaluate_risk` measured. auroc/auroc_ci (bootstrap 95%), ece (15 bins), brier,
+    n; baselines: name -> {"auroc", "auroc_ci"}; reliability: per-bin table; roc: curve points."""
+
+    auroc: float
+    auroc_ci: tuple[float, float]
+    ece: float
+    brier: float
+    n: int
+    n_positive: int
+    reliability: "pd.DataFrame" = field(repr=False)
+    roc: "pd.DataFrame" = field(repr=False)
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    baseline_rocs: dict[str, "pd.DataFrame"] = field(default_factory=dict, repr=False)
+
+    def table(self) -> "pd.DataFrame":
+        """One row for the score and one per baseline: AUROC, its 95% interval, ECE, Brier."""
+        import pandas as pd
+
+        rows = [{"score": "risk score", "auroc": self.auroc, "ci_lo": self.auroc_ci[0], "ci_hi": self.auroc_ci[1],
+                 "ece": self.ece, "brier": self.brier}]
+        rows += [{"score": name, "auroc": b["auroc"], "ci_lo": b["auroc_ci"][0], "ci_hi": b["auroc_ci"][1],
+                  "ece": math.nan, "brier": math.nan} for name, b in self.baselines.items()]
+        return pd.DataFrame(rows).set_index("score")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"auroc": self.auroc, "auroc_ci": list(self.auroc_ci), "ece": self.ece, "brier": self.brier, "n": self.n,
+                "n_positive": self.n_positive, "baselines": {k: {"auroc": v["auroc"], "auroc_ci": list(v["auroc_ci"])} for k, v in self.baselines.items()},
+                "reliability": self.reliability.replace({np.nan: None}).to_dict(orient="list")}
+
+    def reliability_chart(self) -> Any:
+        """Altair reliability diagram: observed rate vs mean prediction per bin (size = count), with the diagonal."""
+        import altair as alt
+        import pandas as pd
+
+        t = self.reliability[self.reliability["count"] > 0]
+        diag = alt.Chart(pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0]})).mark_line(strokeDash=[4, 4], color="gray").encode(x="x", y="y")
+        pts = alt.Chart(t).mark_line(point=True).encode(
+            x=alt.X("mean_predicted:Q", title="mean predicted risk", scale=alt.Scale(domain=[0, 1])),
+            y=alt.Y("observed_rate:Q", title="observed rate", scale=alt.Scale(domain=[0, 1])),
+            size=alt.Size("count:Q"), tooltip=["bin_lo", "bin_hi", "count", "mean_predicted", "observed_rate"])
+        return (diag + pts).properties(title=f"Reliability (ECE {self.ece:.3f}, Brier {self.brier:.3f})", width=320, height=320)
+
+    def roc_chart(self) -> Any:
+        """Altair ROC curves of the score and every baseline."""
+        import altair as alt
+        import pandas as pd
+
+        frames = [self.roc.assign(score=f"risk score (AUROC {self.auroc:.3f})")]
+        frames += [r.assign(score=f"{k} (AUROC {self.baselines[k]['auroc']:.3f})") for k, r in self.baseline_rocs.items()]
+        data = pd.concat(frames)[["fpr", "tpr", "score"]]
+        return alt.Chart(data).mark_line().encode(
+            x=alt.X("fpr:Q", title="false positive rate"), y=alt.Y("tpr:Q", title="true positive rate"), color="score:N",
+        ).properties(title="ROC", width=320, height=320)
+
+
+def evaluate_risk(scores: Any, labels: Any, *, baselines: Mapping[str, Any] | None = None,
+                  n_bootstrap: int = 1000, seed: int = 0) -> RiskReport:
+    """Evaluate risk probabilities ``scores`` (in [0, 1]) against binary ``labels`` (1 = wrong answer).
+
+    baselines: other scores by name (any real-valued, higher = riskier; e.g. 1 − mean max-prob,
+    mean token entropy, − sequence log-likelihood); only their AUROC and interval are computed.
+    Raises ValueError on NaN/Inf scores, mismatched lengths, non-binary or single-class labels.
+    """
+    s = _as_scores(scores)
+    y = _as_labels(labels, s.size)
+    if s.min() < 0 or s.max() > 1:
+        raise ValueError("scores must be probabilities in [0, 1] (ECE and Brier need them); pass raw scores as baselines")
+    report = RiskReport(
+        auroc=feature_auroc(s, y), auroc_ci=bootstrap_auroc_ci(s, y, n_bootstrap, seed),
+        ece=expected_calibration_error(s, y), brier=float(np.mean((s - y) ** 2)), n=int(s.size), n_positive=int(y.sum()),
+        reliability=reliability_table(s, y), roc=roc_points(s, y),
+    )
+    for name, b in (baselines or {}).items():
+        bs = _as_scores(b, f"baseline {name!r}")
+        if bs.size != s.size:
+            raise ValueError(f"baseline {name!r} has {bs.size} values but scores has {s.size}")
+        report.baselines[name] = {"auroc": feature_auroc(bs, y), "auroc_ci": bootstrap_auroc_ci(bs, y, n_bootstrap, seed)}
+        report.baseline_rocs[name] = roc_points(bs, y)
+    return report
+
+
+# ------------------------------------------------------------------------------ heuristic
+def heuristic_risk(trace: "Trace") -> float:
+    """The seed's Phase-2 weighted combination (uncalibrated, in [0, 1]):
+
+    0.20·H̄/log2 V + 0.15·(1 − mean margin) + 0.15·min(1, mean surprisal / log2 V)
+    + 0.20·[any collapsed head] + 0.15·(mean prompt layer transformation / 2, 0 without telemetry)
+    + 0.10·[NaN or Inf] + 0.05·[repetition loop]. H̄: mean step entropy (bits); V: vocabulary size.
+    """
+    from .trace.trace import Trace
+
+    if not isinstance(trace, Trace):
+        raise TypeError(f"heuristic_risk needs a Trace, got {type(trace).__name__}")
+    if trace.n_steps == 0:
+        raise ValueError("the trace has no generated steps; there is nothing to score")
+    f = trace_features(trace)
+    vocab = int(trace.meta.get("vocab_size") or 0)
+    max_bits = math.log2(vocab) if vocab > 1 else max(float(f["entropy_max"]), 1.0)
+    lt = f["layer_transformation_mean"]
+    h = trace.health
+    return float(
+        0.20 * min(1.0, f["entropy_mean"] / max_bits)
+        + 0.15 * (1.0 - f["margin_mean"])
+        + 0.15 * min(1.0, f["surprisal_mean"] / max_bits)
+        + 0.20 * float(h.attention_collapse_detected)
+        + 0.15 * (0.0 if math.isnan(lt) else min(1.0, lt / 2.0))
+        + 0.10 * float(h.nan_detected or h.inf_detected)
+        + 0.05 * float(h.repetition_loop_detected)
+    )
+
+
+# ------------------------------------------------------------------------------ RiskModel
+class RiskModel:
+    """P(wrong answer | trace features): StandardScaler + LogisticRegression.
+
+    ``fit`` uses scikit-learn; ``predict_proba`` and the JSON round trip are numpy only, so
+    a loaded model predicts bit-for-bit what the saved one did. ``kind="heuristic"`` wraps
+    :func:`heuristic_risk` (uncalibrated) for models without shipped coefficients.
+    """
+
+    def __init__(self, feature_names: Sequence[str] = DEFAULT_RISK_FEATURES, *, C: float = 1.0, kind: str = "logistic") -> None:
+        if kind not in ("logistic", "heuristic"):
+            raise ValueError(f"kind must be 'logistic' or 'heuristic', got {kind!r}")
+        names = list(feature_names)
+        if not names or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+            raise ValueError("feature_names must be a non-empty list of distinct feature names")
+        self.kind = kind
+        self.feature_names = names
+        self.C = float(C)
+        self.mean_: np.ndarray | None = None
+        self.scale_: np.ndarray | None = None
+        self.coef_: np.ndarray | None = None
+        self.intercept_: float | None = None
+        self.meta: dict[str, Any] = {}
+
+    # -- features in
+    def _matrix(self, x: Any) -> np.ndarray:
+        import pandas as pd
+
+        from .batch import TraceSet
+        from .trace.trace import Trace
+
+        if isinstance(x, Trace):
+            x = pd.DataFrame([trace_features(x)])
+        elif isinstance(x, TraceSet):
+            x = x.to_pandas()
+        elif isinstance(x, Mapping):
+            x = pd.DataFrame([x])
+        if not isinstance(x, pd.DataFrame):
+            raise TypeError(f"features must be a Trace, TraceSet, DataFrame or dict of features, got {type(x).__name__}")
+        missing = [n for n in self.feature_names if n not in x.columns]
+        if missing:
+            raise ValueError(f"features lack columns {missing}; compute them with trace.features() / TraceSet.to_pandas()")
+        m = x[self.feature_names].to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(m)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise ValueError(f"feature {self.feature_names[c]!r} is NaN/Inf in row {r} ({int(bad.sum())} bad values); "
+                             "prompt features need prompt_telemetry=True — drop those rows or choose other feature_names")
+        return m
+
+    def fit(self, features: Any, labels: Any) -> "RiskModel":
+        """Fit on a DataFrame (or TraceSet) of features and 0/1 labels (1 = wrong). Returns self."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        if self.kind != "logistic":
+            raise ValueError("a heuristic RiskModel has nothing to fit")
+        m = self._matrix(features)
+        y = _as_labels(labels, m.shape[0])
+        scaler = StandardScaler().fit(m)
+        lr = LogisticRegression(C=self.C, max_iter=5000).fit(scaler.transform(m), y)
+        self.mean_, self.scale_ = scaler.mean_.astype(np.float64), scaler.scale_.astype(np.float64)
+        self.coef_, self.intercept_ = lr.coef_[0].astype(np.float64), float(lr.intercept_[0])
+        self.meta = {"n_train": int(m.shape[0]), "n_positive": int(y.sum())}
+        return self
+
+    def predict_proba(self, x: Any) -> Any:
+        """P(label 1): a float for one Trace or dict, an array for a TraceSet or DataFrame."""
+        from .trace.trace import Trace
+
+        single = isinstance(x, (Trace, Mapping))
+        if self.kind == "heuristic":
+            from .batch import TraceSet
+
+            if isinstance(x, Trace):
+                return heuristic_risk(x)
+            if isinstance(x, TraceSet):
+                return np.array([heuristic_risk(t) for t in x])
+            raise TypeError("the heuristic risk needs Traces (its health flags); pass a Trace or TraceSet")
+        if self.coef_ is None:
+            raise RuntimeError("this RiskModel is not fitted; call fit() or RiskModel.load()")
+        z = ((self._matrix(x) - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
+        p = 1.0 / (1.0 + np.exp(-z))
+        return float(p[0]) if single else p
+
+    # -- persistence (JSON, no pickle)
+    def to_json(self) -> str:
+        d: dict[str, Any] = {"format": _FORMAT, "version": 1, "kind": self.kind, "feature_names": self.feature_names,
+                             "C": self.C, "meta": self.meta}
+        if self.kind == "logistic":
+            if self.coef_ is None:
+                raise RuntimeError("fit the RiskModel before saving it")
+            d.update(mean=self.mean_.tolist(), scale=self.scale_.tolist(), coef=self.coef_.tolist(), intercept=self.intercept_)
+        return json.dumps(d, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RiskModel":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a RiskModel JSON: {exc}") from None
+        if not isinstance(d, dict) or d.get("format") != _FORMAT:
+            raise ValueError(f"not a RiskModel JSON (format is not {_FORMAT!r})")
+        m = cls(d["feature_names"], C=d.get("C", 1.0), kind=d["kind"])
+        m.meta = dict(d.get("meta", {}))
+        if m.kind == "logistic":
+            k = len(m.feature_names)
+            arrays = [np.asarray(d[key], dtype=np.float64) for key in ("mean", "scale", "coef")]
+            if any(a.shape != (k,) for a in arrays):
+                raise ValueError(f"RiskModel JSON: mean/scale/coef must each have {k} entries (one per feature)")
+            m.mean_, m.scale_, m.coef_ = arrays
+            m.intercept_ = float(d["intercept"])
+        return m
+
+    def save(self, path: str | PathLike[str]) -> None:
+        """Write :meth:`to_json` to ``path`` atomically."""
+        from .batch import _write_text_atomic
+
+        _write_text_atomic(Path(path), self.to_json())
+
+    @classmethod
+    def load(cls, path: str | PathLike[str]) -> "RiskModel":
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+    @classmethod
+    def load_default(cls, model: Any) -> "RiskModel":
+        """Shipped coefficients for SmolLM2-135M-Instruct; for any other model the uncalibrated
+        heuristic, with a warning. ``model`` is a model object or its name."""
+        name = model if isinstance(model, str) else str(getattr(getattr(model, "config", None), "name_or_path", "") or "")
+        if name in DEFAULT_MODEL_NAMES and DEFAULT_MODEL_FILE.is_file():
+            return cls.load(DEFAULT_MODEL_FILE)
+        warnings.warn(f"no fitted risk coefficients ship for {name or type(model).__name__!r}; using the uncalibrated "
+                      "heuristic_risk (fit a RiskModel on labelled traces of your model for probabilities)", UserWarning, stacklevel=2)
+        return cls(kind="heuristic")
+
+    def __eq__(self, other: object) -> bool:
+        """Same kind, features, hyper-parameters and (when fitted) identical coefficients."""
+        if not isinstance(other, RiskModel):
+            return NotImplemented
+        if (self.coef_ is None) != (other.coef_ is None):
+            return False
+        if self.coef_ is None or self.kind == "heuristic":
+            return (self.kind, self.feature_names, self.C) == (other.kind, other.feature_names, other.C)
+        return self.to_json() == other.to_json()
+
+    def __repr__(self) -> str:
+        state = "heuristic" if self.kind == "heuristic" else ("fitted" if self.coef_ is not None else "unfitted")
+        return f"<RiskModel {state}, {len(self.feature_names)} features>"
