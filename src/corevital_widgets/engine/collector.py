@@ -95,7 +95,6 @@ class Collector:
         self.max_sparse_bytes = int(max_sparse_bytes)
         self.logit_lens = logit_lens
         self.lens_scale = lens_scale
-        self.auto_cap: int | None = None  # set when the sparse profile had to be capped
         self.step = -1  # index of the forward being run (= generation step)
         self.attention_calls = 0
         self._handles: list[Any] = []
@@ -207,7 +206,7 @@ class Collector:
                     h[:-1].to(head_device), self.structure.lm_head, ids[1:].to(head_device))
             if stack.role != "encoder":
                 self._finish_step_hidden()
-                self._finish_step_attention(stack.num_layers)
+                self._finish_step_attention()
 
         return hook
 
@@ -265,7 +264,7 @@ class Collector:
         self._scores[layer, :, :n_keys] = scores
         self._scores_len = max(self._scores_len, n_keys)
 
-    def _finish_step_attention(self, n_layers: int) -> None:
+    def _finish_step_attention(self) -> None:
         if self._scores is None:
             return
         stats = metrics.step_attention_stats(self._scores[:, :, : self._scores_len])  # [3, L, H]
@@ -292,7 +291,7 @@ class Collector:
             return
         rows = counts.numel() * n_layers
         cap = max(1, int(self.max_sparse_bytes // (4 * rows)))
-        self.cap = self.auto_cap = cap
+        self.cap = cap
         warnings.warn(
             f"the sparse prompt attention at threshold {self.threshold} would take about {estimate / 2**20:.0f} MiB "
             f"({n_entries * n_layers:,} entries), over max_sparse_bytes={self.max_sparse_bytes / 2**20:.0f} MiB; "
@@ -326,11 +325,8 @@ class Collector:
             counts = torch.stack([self._sparse[i][0] for i in range(n)]).numpy()
             keys = torch.cat([self._sparse[i][1] for i in range(n)]).numpy()
             vals = torch.cat([self._sparse[i][2] for i in range(n)]).numpy()
-        if "surprisal" not in b:
-            dev = b["step_stats"].device
-            self._buf("surprisal", (), torch.float32, dev, float("nan"))
-        if "repetition" not in b:
-            self._buf("repetition", (), torch.float32, b["step_stats"].device, float("nan"))
+        if "surprisal" not in b:  # no token was recorded (nothing generated)
+            self._buf("surprisal", (), torch.float32, b["step_stats"].device, float("nan"))
         return CollectedArrays(
             step_stats=host("step_stats"),
             surprisal=host("surprisal"),

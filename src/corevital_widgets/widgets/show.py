@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .components import Dashboard
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..trace.trace import Trace
-
 
 def _in_kernel() -> bool:
     """True inside a Jupyter kernel (where widgets render), False in a terminal or script."""
