@@ -21,6 +21,13 @@ def entropy_bits(p: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return -torch.special.xlogy(p, p).sum(dim) / LN2
 
 
+def entropy_bits_from_logp(logp: torch.Tensor) -> torch.Tensor:
+    """Entropy in bits over the last dim from log-probabilities (``log_softmax`` output);
+    0·log 0 = 0, and NaN logits give NaN (never a silent 0)."""
+    p = logp.exp()
+    return -torch.where(p == 0, torch.zeros_like(p), p * logp).sum(-1) / LN2
+
+
 # ------------------------------------------------------------------ output distribution
 def output_distribution(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Metrics of the next-token distribution of raw logits [V] (before any warping).
@@ -29,9 +36,9 @@ def output_distribution(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, tor
     perplexity 2**entropy; top_k ids [k]; top_k probs [k]; log-probs [V] float32).
     """
     logp = torch.log_softmax(logits.float(), dim=-1)
-    p = logp.exp()
-    ent = -torch.where(p == 0, torch.zeros_like(p), p * logp).sum() / LN2  # NaN logits stay NaN
-    probs, ids = torch.topk(p, k)
+    ent = entropy_bits_from_logp(logp)
+    top_logp, ids = torch.topk(logp, k)  # exp is monotonic: same order, only k exps
+    probs = top_logp.exp()
     second = probs[1] if k > 1 else torch.zeros_like(probs[0])
     stats = torch.stack([ent, probs[0] - second, probs.sum(), probs[0], torch.exp2(ent)])
     return stats, ids, probs, logp
@@ -48,9 +55,7 @@ def logit_lens(hidden: torch.Tensor, final_norm: torch.nn.Module | None, lm_head
         normed = final_norm(h[:-1] if normed_last else h)
         h = torch.cat([normed, h[-1:]]) if normed_last else normed
     logp = torch.log_softmax(lm_head(h * scale if scale != 1.0 else h).float(), dim=-1)
-    p = logp.exp()
-    ent = -torch.where(p == 0, torch.zeros_like(p), p * logp).sum(-1) / LN2
-    return ent, logp.argmax(-1)
+    return entropy_bits_from_logp(logp), logp.argmax(-1)
 
 
 def token_surprisal_bits(logp: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:

@@ -12,20 +12,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .groups import TIMELINE_METRICS
+
 if TYPE_CHECKING:  # pragma: no cover
     import altair as alt
 
     from .trace import Trace
 
-#: Timeline metrics: field -> (title, unit).
-STEP_METRICS: dict[str, tuple[str, str]] = {
-    "entropy": ("entropy", "bits"),
-    "surprisal": ("surprisal", "bits"),
-    "top_k_margin": ("top-k margin p1 − p2", "probability"),
-    "voter_agreement": ("top-k mass", "probability"),
-    "max_prob": ("max probability", "probability"),
-    "perplexity": ("perplexity", "choices, 2^bits"),
-}
 #: Per-layer metrics: field -> (group attribute, title, unit).
 LAYER_METRICS: dict[str, tuple[str, str, str]] = {
     "l2_norm": ("layers", "hidden-state L2 norm", "activation units"),
@@ -47,8 +40,8 @@ def trace_chart(trace: "Trace", metric: str = "entropy") -> "alt.Chart":
     import altair as alt
     import pandas as pd
 
-    if metric in STEP_METRICS:
-        title, unit = STEP_METRICS[metric]
+    if metric in TIMELINE_METRICS:
+        title, unit = TIMELINE_METRICS[metric]
         values = np.asarray(getattr(trace.timeline, metric), dtype=np.float64)
         df = pd.DataFrame({"step": np.arange(values.size), "value": values, "token": trace.generated_tokens})
         y_title = f"{title} ({unit})"
@@ -79,4 +72,4 @@ def trace_chart(trace: "Trace", metric: str = "entropy") -> "alt.Chart":
             color=alt.Color(f"over {over}:N", sort=["max", "mean", "min"]),
             tooltip=[alt.Tooltip("layer:Q"), alt.Tooltip(f"over {over}:N"), alt.Tooltip("value:Q", format=".3f")],
         ).properties(width=600, height=200)
-    raise ValueError(f"unknown metric {metric!r}; expected one of {sorted(STEP_METRICS) + sorted(LAYER_METRICS)}")
+    raise ValueError(f"unknown metric {metric!r}; expected one of {sorted(TIMELINE_METRICS) + sorted(LAYER_METRICS)}")

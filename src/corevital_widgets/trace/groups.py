@@ -69,6 +69,18 @@ class Timeline(_Group):
     }
 
 
+#: Labels and units of the per-step output-distribution metrics (Timeline fields), used by
+#: the static charts and the token timeline widget alike: field -> (label, unit).
+TIMELINE_METRICS: dict[str, tuple[str, str]] = {
+    "entropy": ("entropy", "bits"),
+    "surprisal": ("surprisal", "bits"),
+    "top_k_margin": ("margin p1 − p2", "probability"),
+    "voter_agreement": ("top-k mass", "probability"),
+    "perplexity": ("perplexity", "choices (2^bits)"),
+    "max_prob": ("max probability", "probability"),
+}
+
+
 @dataclass(eq=False)
 class Layers(_Group):
     """Hidden-state summaries per step and layer, shape [T, L].

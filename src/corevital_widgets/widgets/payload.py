@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from ..trace.groups import TIMELINE_METRICS
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..trace.trace import Trace
 
@@ -42,15 +44,6 @@ _FROM_CODE = {v: k for k, v in _TO_CODE.items()}
 
 ArrayLike = Union[np.ndarray, Sequence[str], Sequence[Sequence[str]]]
 
-#: The metrics the token timeline can colour by: trace field -> (label, unit).
-TIMELINE_METRICS: dict[str, tuple[str, str]] = {
-    "entropy": ("entropy", "bits"),
-    "surprisal": ("surprisal", "bits"),
-    "top_k_margin": ("margin p1 − p2", "probability"),
-    "voter_agreement": ("top-k mass", "probability"),
-    "perplexity": ("perplexity", "choices (2^bits)"),
-    "max_prob": ("max probability", "probability"),
-}
 
 
 def _pad(n: int) -> int:
