@@ -10,9 +10,11 @@ Tracing 717 questions takes about 6 min on one H100 (--device cuda), ~40 min on 
 
 1. Traces every suite question with ``analyze_many`` (greedy, resumable: re-running continues).
 2. Grades each answer by normalised match (label 1 = wrong answer, the event the risk predicts).
-3. 5-fold stratified cross-validation: a RiskModel (StandardScaler + LogisticRegression, fixed
-   hyper-parameters, nothing tuned) is fitted on four folds and scores the held-out fold only;
-   the pooled out-of-fold scores are evaluated once.
+3. 5-fold stratified cross-validation: a RiskModel (StandardScaler + LogisticRegression whose
+   regularisation is chosen by an inner 5-fold log-loss search over the four training folds
+   only) is fitted on four folds and scores the held-out fold only; the pooled out-of-fold
+   scores are evaluated once. The same protocol is then repeated with other fold shuffles
+   (``--repeat-seeds``) to show how much AUROC / ECE move with the split alone.
 4. Prints one table: each feature's AUROC (oriented so that > 0.5 means "higher = riskier" is
    not assumed: the raw AUROC of the feature as a risk score is shown, and its max(A, 1 − A)),
    the risk model's AUROC with a bootstrap 95% interval, ECE and Brier, and the three baselines
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu", help="torch device for tracing, e.g. cuda")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeat-seeds", type=int, default=5, help="also run the CV with this many fold shuffles (1 = off)")
     args = ap.parse_args(argv)
 
     df = collect(args.out_dir, args.max_new_tokens, args.limit, args.evaluate_only, args.device)
@@ -100,11 +103,15 @@ def evaluate(df, args) -> None:
 
     wrong = (~df["correct"].to_numpy(bool)).astype(int)
     features = df[list(DEFAULT_RISK_FEATURES)]
-    oof = np.full(len(df), np.nan)
-    for train, test in StratifiedKFold(n_splits=args.folds, shuffle=True, random_state=args.seed).split(features, wrong):
-        model = RiskModel().fit(features.iloc[train], wrong[train])
-        oof[test] = model.predict_proba(features.iloc[test])
-    assert not np.isnan(oof).any()
+    def out_of_fold(seed: int) -> np.ndarray:
+        oof = np.full(len(df), np.nan)
+        for train, test in StratifiedKFold(n_splits=args.folds, shuffle=True, random_state=seed).split(features, wrong):
+            model = RiskModel().fit(features.iloc[train], wrong[train])  # never sees `test`
+            oof[test] = model.predict_proba(features.iloc[test])
+        assert not np.isnan(oof).any()
+        return oof
+
+    oof = out_of_fold(args.seed)
 
     baselines = {
         "baseline: 1 - mean max_prob": 1.0 - df["max_prob_mean"].to_numpy(float),
@@ -133,6 +140,17 @@ def evaluate(df, args) -> None:
     best_base = max(report.baselines[b]["auroc"] for b in baselines)
     print(f"\nrisk model AUROC {report.auroc:.3f} [{report.auroc_ci[0]:.3f}, {report.auroc_ci[1]:.3f}], "
           f"best baseline {best_base:.3f} (gap {report.auroc - best_base:+.3f}); ECE {report.ece:.3f}; Brier {report.brier:.3f}")
+    others = [s for s in range(args.seed, args.seed + args.repeat_seeds) if s != args.seed]
+    if others:
+        from corevital_widgets.risk import expected_calibration_error
+
+        reps = [(args.seed, report.auroc, report.ece, report.brier)]
+        for s in others:
+            o = out_of_fold(s)
+            reps.append((s, feature_auroc(o, wrong), expected_calibration_error(o, wrong), float(np.mean((o - wrong) ** 2))))
+        a = np.array([r[1:] for r in reps])
+        print(f"same protocol, fold shuffles {[r[0] for r in reps]}: AUROC {a[:, 0].min():.3f}-{a[:, 0].max():.3f}, "
+              f"ECE {a[:, 1].min():.3f}-{a[:, 1].max():.3f} (mean {a[:, 1].mean():.3f}), Brier {a[:, 2].min():.3f}-{a[:, 2].max():.3f}")
     print(f"targets: AUROC >= 0.75: {report.auroc >= 0.75}; gap >= 0.05: {report.auroc - best_base >= 0.05}; ECE <= 0.05: {report.ece <= 0.05}")
     for name, chart in (("reliability", report.reliability_chart()), ("roc", report.roc_chart())):
         chart.save(str(args.results_dir / f"{name}.html"))
@@ -145,7 +163,7 @@ def evaluate(df, args) -> None:
         final = RiskModel().fit(features, wrong)
         final.meta.update(model="SmolLM2-135M-Instruct", suite="corevital_widgets.suite.build_suite(seed=0)",
                           max_new_tokens=args.max_new_tokens, label="1 = wrong answer (normalised match)",
-                          cv_auroc=report.auroc, cv_ece=report.ece, cv_brier=report.brier)
+                          C_selection="inner 5-fold log-loss over the training data", cv_auroc=report.auroc, cv_ece=report.ece, cv_brier=report.brier)
         DEFAULT_MODEL_FILE.parent.mkdir(parents=True, exist_ok=True)
         final.save(DEFAULT_MODEL_FILE)
         print(f"wrote the shipped coefficients to {DEFAULT_MODEL_FILE}")

@@ -102,7 +102,7 @@ def _features(n=200, seed=2):
 
 def test_risk_model_matches_sklearn_pipeline_and_round_trips_exactly(tmp_path):
     df, y = _features()
-    m = RiskModel().fit(df, y)
+    m = RiskModel(C=1.0).fit(df, y)
     ref = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(df.to_numpy(), y)
     p = m.predict_proba(df)
     np.testing.assert_allclose(p, ref.predict_proba(df.to_numpy())[:, 1], rtol=0, atol=1e-12)
@@ -115,8 +115,35 @@ def test_risk_model_matches_sklearn_pipeline_and_round_trips_exactly(tmp_path):
     m.save(path)
     loaded = RiskModel.load(path)
     assert np.array_equal(loaded.predict_proba(df), p) and loaded.meta == {"n_train": 200, "n_positive": int(y.sum())}
+    assert loaded.C == 1.0 and loaded.C_ == 1.0
     assert "pickle" not in path.read_text() and json.loads(path.read_text())["format"] == "corevital-risk-model"
     assert m.predict_proba(df.iloc[0].to_dict()) == pytest.approx(p[0], abs=0, rel=1e-15)
+
+
+def test_auto_regularisation_is_the_inner_cv_log_loss_optimum():
+    """C='auto' picks, from the training data alone, the C with the best 5-fold log-loss."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    from corevital_widgets.risk import AUTO_C_GRID
+
+    df, y = _features(n=240, seed=5)
+    m = RiskModel().fit(df, y)
+    z = StandardScaler().fit_transform(df.to_numpy())
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    losses = [cross_val_score(LogisticRegression(C=c, max_iter=5000), z, y, cv=folds, scoring="neg_log_loss").mean()
+              for c in AUTO_C_GRID]
+    assert m.C == "auto" and m.C_ == AUTO_C_GRID[int(np.argmax(losses))]
+    ref = make_pipeline(StandardScaler(), LogisticRegression(C=m.C_, max_iter=5000)).fit(df.to_numpy(), y)
+    np.testing.assert_allclose(m.predict_proba(df), ref.predict_proba(df.to_numpy())[:, 1], rtol=0, atol=1e-12)
+    again = RiskModel.from_json(m.to_json())
+    assert again == m and again.C == "auto" and again.C_ == m.C_
+    for bad in (0, -1.0, float("nan"), "big", True):
+        with pytest.raises(ValueError, match="C must be a positive number or 'auto'"):
+            RiskModel(C=bad)
+    few = np.zeros(len(df), int)
+    few[:3] = 1
+    with pytest.raises(ValueError, match="at least 5 examples of each label"):
+        RiskModel().fit(df, few)
 
 
 def test_risk_model_bad_input():

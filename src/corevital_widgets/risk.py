@@ -2,8 +2,10 @@
 
 * :func:`evaluate_risk` — AUROC with a bootstrap 95% interval, ECE (15 equal-width bins),
   Brier score, a reliability diagram and a ROC chart (Altair), baselines beside the score.
-* :class:`RiskModel` — standardised features + logistic regression (scikit-learn to fit;
-  prediction and JSON persistence are numpy only, no pickle).
+* :class:`RiskModel` — standardised features + logistic regression (scikit-learn to fit; the
+  regularisation strength chosen by an inner cross-validation on log-loss over the training
+  data only, which is what keeps the probabilities calibrated; prediction and JSON
+  persistence are numpy only, no pickle).
 * :func:`heuristic_risk` — the seed document's uncalibrated weighted combination.
 
 Convention: label 1 = the event the score predicts (a wrong answer), score = its probability.
@@ -29,6 +31,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .trace.trace import Trace
 
 ECE_BINS = 15
+#: Inverse regularisation strengths ``RiskModel(C="auto")`` chooses from (log-spaced).
+AUTO_C_GRID: tuple[float, ...] = tuple(float(c) for c in np.logspace(-3, 3, 13))
+AUTO_C_FOLDS = 5
 #: Features the default RiskModel uses: defined on every trace made with prompt telemetry
 #: (repetition similarity is NaN for T <= 3 and logit-lens features are optional, so left out).
 DEFAULT_RISK_FEATURES: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n != "repetition_similarity_max")
@@ -264,12 +269,17 @@ def heuristic_risk(trace: "Trace") -> float:
 class RiskModel:
     """P(wrong answer | trace features): StandardScaler + LogisticRegression.
 
+    ``C`` is the inverse L2 strength; ``"auto"`` (the default) picks it from
+    :data:`AUTO_C_GRID` by a stratified 5-fold cross-validation on log-loss *inside* the
+    training data passed to :meth:`fit` (no test data is seen), then refits on all of it; the
+    chosen value is kept in ``C_`` and saved in the JSON.
     ``fit`` uses scikit-learn; ``predict_proba`` and the JSON round trip are numpy only, so
     a loaded model predicts bit-for-bit what the saved one did. ``kind="heuristic"`` wraps
     :func:`heuristic_risk` (uncalibrated) for models without shipped coefficients.
     """
 
-    def __init__(self, feature_names: Sequence[str] = DEFAULT_RISK_FEATURES, *, C: float = 1.0, kind: str = "logistic") -> None:
+    def __init__(self, feature_names: Sequence[str] = DEFAULT_RISK_FEATURES, *, C: float | str = "auto",
+                 kind: str = "logistic") -> None:
         if kind not in ("logistic", "heuristic"):
             raise ValueError(f"kind must be 'logistic' or 'heuristic', got {kind!r}")
         names = list(feature_names)
@@ -277,7 +287,14 @@ class RiskModel:
             raise ValueError("feature_names must be a non-empty list of distinct feature names")
         self.kind = kind
         self.feature_names = names
-        self.C = float(C)
+        if isinstance(C, str):
+            if C != "auto":
+                raise ValueError(f"C must be a positive number or 'auto', got {C!r}")
+        elif isinstance(C, bool) or not isinstance(C, (int, float)) or not math.isfinite(C) or C <= 0:
+            raise ValueError(f"C must be a positive number or 'auto', got {C!r}")
+        self.C: float | str = C if isinstance(C, str) else float(C)
+        #: the regularisation actually used by the fitted model (= C unless C == "auto")
+        self.C_: float | None = None
         self.mean_: np.ndarray | None = None
         self.scale_: np.ndarray | None = None
         self.coef_: np.ndarray | None = None
@@ -313,6 +330,7 @@ class RiskModel:
     def fit(self, features: Any, labels: Any) -> "RiskModel":
         """Fit on a DataFrame (or TraceSet) of features and 0/1 labels (1 = wrong). Returns self."""
         from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import GridSearchCV, StratifiedKFold
         from sklearn.preprocessing import StandardScaler
 
         if self.kind != "logistic":
@@ -320,7 +338,18 @@ class RiskModel:
         m = self._matrix(features)
         y = _as_labels(labels, m.shape[0])
         scaler = StandardScaler().fit(m)
-        lr = LogisticRegression(C=self.C, max_iter=5000).fit(scaler.transform(m), y)
+        z = scaler.transform(m)
+        if self.C == "auto":
+            if np.bincount(y, minlength=2).min() < AUTO_C_FOLDS:
+                raise ValueError(f"C='auto' chooses the regularisation by {AUTO_C_FOLDS}-fold cross-validation and needs at "
+                                 f"least {AUTO_C_FOLDS} examples of each label; pass a number for C or more labelled traces")
+            search = GridSearchCV(LogisticRegression(max_iter=5000), {"C": list(AUTO_C_GRID)}, scoring="neg_log_loss",
+                                  cv=StratifiedKFold(AUTO_C_FOLDS, shuffle=True, random_state=0)).fit(z, y)
+            lr = search.best_estimator_
+            self.C_ = float(search.best_params_["C"])
+        else:
+            self.C_ = float(self.C)
+            lr = LogisticRegression(C=self.C_, max_iter=5000).fit(z, y)
         self.mean_, self.scale_ = scaler.mean_.astype(np.float64), scaler.scale_.astype(np.float64)
         self.coef_, self.intercept_ = lr.coef_[0].astype(np.float64), float(lr.intercept_[0])
         self.meta = {"n_train": int(m.shape[0]), "n_positive": int(y.sum())}
@@ -352,7 +381,8 @@ class RiskModel:
         if self.kind == "logistic":
             if self.coef_ is None:
                 raise RuntimeError("fit the RiskModel before saving it")
-            d.update(mean=self.mean_.tolist(), scale=self.scale_.tolist(), coef=self.coef_.tolist(), intercept=self.intercept_)
+            d.update(C_=self.C_, mean=self.mean_.tolist(), scale=self.scale_.tolist(), coef=self.coef_.tolist(),
+                     intercept=self.intercept_)
         return json.dumps(d, indent=1)
 
     @classmethod
@@ -372,6 +402,7 @@ class RiskModel:
                 raise ValueError(f"RiskModel JSON: mean/scale/coef must each have {k} entries (one per feature)")
             m.mean_, m.scale_, m.coef_ = arrays
             m.intercept_ = float(d["intercept"])
+            m.C_ = float(d.get("C_", m.C if not isinstance(m.C, str) else float("nan")))
         return m
 
     def save(self, path: str | PathLike[str]) -> None:
