@@ -34,3 +34,18 @@ def smollm2_trace(smollm2, chat_prompt):
 
     model, tok = smollm2
     return corevital.analyze(model, chat_prompt, tok, max_new_tokens=24)
+
+
+@pytest.fixture(scope="session")
+def smollm2_traceset(smollm2, tmp_path_factory):
+    """(TraceSet, suite items, correct): 4 suite questions, 8 greedy steps each, with the logit
+    lens, saved to a temporary folder (shared by the dataset-view and browser tests)."""
+    import corevital_widgets as corevital
+    from corevital_widgets.suite import build_suite, grade, suite_prompts
+
+    model, tok = smollm2
+    items = build_suite()[:4]
+    ts = corevital.analyze_many(model, suite_prompts(items, tok), tok, out_dir=tmp_path_factory.mktemp("traceset"),
+                                max_new_tokens=8, logit_lens=True, progress=False)
+    correct = [grade(item, text) for item, text in zip(items, ts.to_pandas()["text"])]
+    return ts, items, correct

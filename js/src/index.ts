@@ -2,6 +2,7 @@
 import type { AnyModel } from "@anywidget/types";
 import { mountBadge } from "./components/badge";
 import { mountDashboard } from "./components/dashboard";
+import { mountDataset } from "./components/dataset";
 import { mountGraph } from "./components/graph";
 import { mountHeatmap } from "./components/heatmap";
 import { mountTimeline } from "./components/timeline";
@@ -10,6 +11,7 @@ import { CSS } from "./styles";
 
 export const VIEWS: Record<string, (el: HTMLElement, store: Store) => () => void> = {
   dashboard: mountDashboard, badge: mountBadge, timeline: mountTimeline, heatmap: mountHeatmap, graph: mountGraph,
+  dataset: mountDataset,
 };
 
 /** Render one view into `el`; returns the cleanup anywidget calls when the view goes away. */

@@ -87,6 +87,13 @@ export function tokenColor(v: number, def: MetricDef, d: Domain): string {
   return css(interpolate(RAMP_ALARM, b), 0.35 + 0.6 * b);
 }
 
+/** Background for a risk of a wrong answer in [0, 1]: calm to alarming ("transparent" when unknown). */
+export function riskColor(risk: number | null | undefined): string {
+  if (risk === null || risk === undefined || !Number.isFinite(risk)) return "transparent";
+  const t = Math.min(1, Math.max(0, risk));
+  return css(interpolate(RAMP_ALARM, t), 0.35 + 0.55 * t);
+}
+
 /** Short human number: 3 significant digits, no exponent for ordinary magnitudes. */
 export function fmt(v: number): string {
   if (v === null || v === undefined || Number.isNaN(v)) return "–";

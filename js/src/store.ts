@@ -11,7 +11,8 @@ export interface Selection {
 }
 
 export interface ViewOptions {
-  heat_source: "step" | "prompt";
+  /** "lens": the logit-lens entropy, layers x steps (only for traces made with logit_lens=True). */
+  heat_source: "step" | "prompt" | "lens";
   heat_value: "entropy" | "concentration" | "sink" | "basin";
   threshold: number;
   incoming: boolean;

@@ -53,4 +53,27 @@ export const CSS = `
 .cv-graph-inner { position: relative; padding-top: 40px; }
 .cv-edges { position: absolute; left: 0; top: 0; pointer-events: none; }
 .cv-graph-info { margin: 2px 0 4px; font-size: 11px; }
+.cv-risk { font-weight: 600; font-variant-numeric: tabular-nums; padding: 0 6px; border-radius: 3px; }
+.cv-risk-kind { font-weight: normal; font-size: 11px; }
+.cv-dataset { display: flex; flex-direction: column; gap: 6px; }
+.cv-dataset:focus { outline: none; }
+.cv-ds-body { max-height: 340px; overflow: auto; border: 1px solid var(--jp-border-color2, #ddd); border-radius: 3px; }
+.cv-ds-table { border-collapse: collapse; width: 100%; table-layout: auto; font-size: 12px; }
+.cv-ds-table th { position: sticky; top: 0; z-index: 1; background: var(--jp-layout-color2, #eee); cursor: pointer; user-select: none;
+  text-align: left; padding: 3px 6px; white-space: nowrap; border-bottom: 1px solid var(--jp-border-color1, #bbb); }
+.cv-ds-table td { padding: 2px 6px; border-bottom: 1px solid var(--jp-border-color3, #eee); vertical-align: top; }
+.cv-ds-table .cv-num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.cv-ds-text { max-width: 360px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.cv-ds-answer { font-family: var(--jp-code-font-family, monospace); }
+.cv-ds-row { cursor: pointer; }
+.cv-ds-row:hover { background: var(--jp-layout-color2, #f3f3f3); }
+.cv-ds-row.cv-ds-selected { background: var(--jp-brand-color3, #bbdefb); outline: 2px solid var(--jp-brand-color1, #1976d2); outline-offset: -2px; }
+.cv-ds-row .cv-light { width: 10px; height: 10px; vertical-align: middle; }
+.cv-ok { color: var(--jp-success-color1, #2e7d32); font-weight: 700; } .cv-wrong { color: var(--jp-error-color1, #d32f2f); font-weight: 700; }
+.cv-ds-correct-cell { text-align: center; }
+.cv-ds-risk-label { display: inline-flex; gap: 4px; align-items: center; }
+.cv-ds-status.cv-ds-error { color: var(--jp-error-color1, #d32f2f); }
+.cv-ds-dashboard { border-top: 1px solid var(--jp-border-color2, #ddd); padding-top: 8px; }
+.cv-ds-dashboard[hidden], .cv-ds-more[hidden] { display: none; }
+.cv-lens-info { font-size: 11px; }
 `;

@@ -58,10 +58,10 @@ export function fakeModel(state: Record<string, any>): AnyModel & { saves: numbe
   return m;
 }
 
-const f4 = (shape: number[], values: number[]): Num => ({ dtype: "f4", shape, values });
+export const f4 = (shape: number[], values: number[]): Num => ({ dtype: "f4", shape, values });
 
 /** A small trace payload: P=4 prompt tokens, T=3 steps, L=2 layers, H=3 heads, K=2. */
-export function samplePayload(metaOverrides: Record<string, any> = {}): Uint8Array {
+export function samplePayload(metaOverrides: Record<string, any> = {}, extraArrays: Record<string, Num | string[]> = {}): Uint8Array {
   const L = 2, H = 3, T = 3;
   const headEnt = Array.from({ length: T * L * H }, (_, i) => ((i % 7) + 1) * 0.5);
   headEnt[1] = 0.05; // step 0, layer 0, head 1 collapsed
@@ -98,6 +98,7 @@ export function samplePayload(metaOverrides: Record<string, any> = {}): Uint8Arr
       prompt_head_concentration: f4([L, H], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]),
       prompt_sink: f4([L, H], [0.5, 0.1, 0.2, 0.3, 0.4, 0.9]),
       prompt_basin: f4([L, H], [0.2, 0.3, 1.5, 0.1, 0.5, 2]),
+      ...extraArrays,
     },
   );
 }
@@ -108,5 +109,15 @@ export function edgesPayload(token: number, layer: number | null, head: number |
     out_weights: f4([weights.length], weights),
     in_queries: { dtype: "i4", shape: [2], values: [token, 3] },
     in_weights: f4([2], [0.3, 0.2]),
+  });
+}
+
+/** The sample payload with a logit lens [T=3, L=2] (entropy = step + layer / 10; top-1 ids 11, 12, 99). */
+export function lensPayload(): Uint8Array {
+  return samplePayload({ has_lens: true, risk: { value: 0.8125, kind: "logistic", label: "calibrated", description: "calibrated probability of a wrong answer" } }, {
+    lens_entropy: f4([3, 2], [0, 0.1, 1, 1.1, 2, 2.1]),
+    lens_top1: { dtype: "i4", shape: [3, 2], values: [11, 12, 12, 12, 99, 11] },
+    lens_top1_ids: { dtype: "i4", shape: [3], values: [11, 12, 99] },
+    lens_top1_text: [" It", " scatters", ""],
   });
 }

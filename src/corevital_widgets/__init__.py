@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .suite import build_suite, grade
     from .engine.loading import load_default_model
     from .widgets.components import AttentionGraph, Dashboard, HeadHeatmap, HealthBadge, TokenTimeline, link_selection
+    from .widgets.dataset_view import DatasetView
     from .widgets.html_export import export_html
     from .widgets.show import show
 
@@ -40,6 +41,7 @@ _LAZY = {
     "HeadHeatmap": ("widgets.components", "HeadHeatmap"),
     "AttentionGraph": ("widgets.components", "AttentionGraph"),
     "link_selection": ("widgets.components", "link_selection"),
+    "DatasetView": ("widgets.dataset_view", "DatasetView"),
     "analyze_many": ("batch", "analyze_many"),
     "TraceSet": ("batch", "TraceSet"),
     "RiskModel": ("risk", "RiskModel"),
@@ -64,7 +66,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "analyze", "load_default_model", "show", "export_html", "Dashboard", "HealthBadge", "TokenTimeline",
-    "HeadHeatmap", "AttentionGraph", "link_selection", "analyze_many", "TraceSet", "RiskModel", "heuristic_risk",
+    "HeadHeatmap", "AttentionGraph", "link_selection", "DatasetView", "analyze_many", "TraceSet", "RiskModel", "heuristic_risk",
     "evaluate_risk", "build_suite", "grade", "load_trace", "Trace", "TraceFileError", "SparseAttention", "Health", "FiredAt",
     "Thresholds", "DEFAULT_THRESHOLDS", "SCHEMA_VERSION", "__version__",
 ]

@@ -1,5 +1,6 @@
 /** Health badge: the traffic-light verdict and each flag with where it first fired. */
 import { h } from "../dom";
+import { riskColor } from "../scales";
 import type { Store } from "../store";
 
 export const FLAG_LABELS: Record<string, string> = {
@@ -45,6 +46,16 @@ export function whereText(r: FlagRow): string {
   return r.layer === null ? `first at step ${r.step}` : `first at step ${r.step}, layer ${r.layer}`;
 }
 
+export interface RiskInfo { value: number; kind: string; label: string; description: string }
+
+/** The risk the payload carries (null when the trace could not be scored), and its display text (pure). */
+export function riskInfo(meta: Record<string, any>): (RiskInfo & { text: string }) | null {
+  const r = meta.risk;
+  if (!r || typeof r.value !== "number" || !Number.isFinite(r.value)) return null;
+  const label = String(r.label ?? (r.kind === "heuristic" ? "uncalibrated heuristic" : "calibrated"));
+  return { value: r.value, kind: String(r.kind ?? ""), label, description: String(r.description ?? ""), text: r.value.toFixed(2) };
+}
+
 export function mountBadge(el: HTMLElement, store: Store): () => void {
   const root = h("div", { class: "cv-badge", tabindex: "0" });
   el.append(root);
@@ -64,6 +75,14 @@ export function mountBadge(el: HTMLElement, store: Store): () => void {
       h("span", { class: `cv-light cv-${verdict}`, title: verdict, role: "img", "aria-label": `verdict ${verdict}` }),
       h("span", { class: "cv-verdict", text: `${VERDICT_TEXT[verdict] ?? verdict}` }),
       h("span", { class: "cv-muted", text: p.meta.model_name ? ` · ${p.meta.model_name}` : "" }));
+    const risk = riskInfo(p.meta);
+    if (risk) {
+      const span = h("span", { class: `cv-risk cv-risk-${risk.kind}`, "data-risk": String(risk.value), "data-kind": risk.kind,
+        title: `${risk.description || "risk of a wrong answer"}: ${risk.value.toFixed(4)}` },
+      `risk ${risk.text} `, h("span", { class: "cv-risk-kind", text: `(${risk.label})` }));
+      span.style.background = riskColor(risk.value);
+      head.append(span);
+    }
     const list = h("ul", { class: "cv-flags" });
     const rows = flagRows(health);
     for (const r of rows) {
@@ -87,7 +106,7 @@ export function mountBadge(el: HTMLElement, store: Store): () => void {
     const step = Number(b.dataset.step);
     const layer = b.dataset.layer !== undefined ? Number(b.dataset.layer) : store.sel.layer;
     store.select({ step, layer, head: b.dataset.layer !== undefined ? null : store.sel.head });
-    if (store.opts.heat_source !== "step") store.setOptions({ heat_source: "step" });
+    if (store.opts.heat_source === "prompt") store.setOptions({ heat_source: "step" }); // the lens view shows steps too
   });
 
   store.on(["data"], draw);

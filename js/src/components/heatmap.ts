@@ -76,28 +76,144 @@ export function headMark(entropy: number, conc: number, t: { collapsed_entropy_b
   return null;
 }
 
+/** Whether the payload carries a logit-lens matrix [T, L]. */
+export function hasLens(p: Payload | null): boolean {
+  const a = p?.arrays.lens_entropy;
+  return Boolean(p && p.meta.has_lens && a && a.shape.length === 2 && a.data.length > 0);
+}
+
+export interface LensData {
+  /** Entropy (bits), row-major (layer, step): L rows, T columns. */
+  values: Float32Array;
+  /** Top-1 token id, same layout. */
+  top1: Int32Array;
+  L: number;
+  T: number;
+  lo: number;
+  hi: number;
+  /** Text of each distinct top-1 id ("" when not decoded). */
+  text: Map<number, string>;
+}
+
+/** The logit-lens view's matrix: the payload's [T, L] transposed to layers x steps (null without the lens). */
+export function lensData(p: Payload): LensData | null {
+  if (!hasLens(p)) return null;
+  const e = p.arrays.lens_entropy, t1 = p.arrays.lens_top1;
+  const [T, L] = e.shape;
+  const values = new Float32Array(L * T), top1 = new Int32Array(L * T);
+  let hi = 0;
+  for (let s = 0; s < T; s++) for (let l = 0; l < L; l++) {
+    const v = e.data[s * L + l];
+    values[l * T + s] = v;
+    if (t1 && t1.data.length === L * T) top1[l * T + s] = t1.data[s * L + l];
+    if (Number.isFinite(v) && v > hi) hi = v;
+  }
+  const text = new Map<number, string>();
+  const ids = p.arrays.lens_top1_ids?.data, pieces = p.strings.lens_top1_text;
+  if (ids && pieces) for (let i = 0; i < ids.length; i++) text.set(ids[i], pieces[i] ?? "");
+  return { values, top1, L, T, lo: 0, hi: hi > 0 ? hi : 1, text };
+}
+
+/** Display text of a lens top-1 id: its decoded piece (JSON-quoted, so spaces show) or #id. */
+export function lensToken(d: LensData, id: number): string {
+  const t = d.text.get(id);
+  return t ? JSON.stringify(t) : `#${id}`;
+}
+
+/** Layers x steps layout: narrower cells than the head grid, so long generations fit. */
+export function lensLayout(L: number, T: number, width: number): HeatLayout {
+  const left = 34, top = 16;
+  const cw = Math.max(2, Math.min(24, Math.floor((width - left - 6) / Math.max(1, T))));
+  const ch = Math.max(6, Math.min(12, Math.floor(300 / Math.max(1, L))));
+  return { L, H: T, left, top, cw, ch, width: left + cw * T + 6, height: top + ch * L + 4 };
+}
+
 export function mountHeatmap(el: HTMLElement, store: Store): () => void {
   const root = h("div", { class: "cv-heatmap", tabindex: "0" });
-  const source = h("select", { class: "cv-heat-source", "aria-label": "heatmap source" },
-    h("option", { value: "step", text: "selected step" }), h("option", { value: "prompt", text: "prompt" }));
+  const source = h("select", { class: "cv-heat-source", "aria-label": "heatmap source" });
   const value = h("select", { class: "cv-heat-value", "aria-label": "heatmap value" });
   const info = h("span", { class: "cv-muted cv-heat-info" });
   const canvas = h("canvas", { class: "cv-heat-canvas" });
   const legend = h("div", { class: "cv-legend cv-heat-legend" });
   const tip = h("div", { class: "cv-tip", hidden: "" });
-  root.append(h("div", { class: "cv-header" }, h("span", { class: "cv-title", text: "Heads" }), source, value, info), canvas, legend, tip);
+  const title = h("span", { class: "cv-title", text: "Heads" });
+  root.append(h("div", { class: "cv-header" }, title, source, value, info), canvas, legend, tip);
   el.append(root);
   let g = heatLayout(1, 1, 300);
   let current: HeatData | null = null;
+  let lens: LensData | null = null;
+  let mode: "heads" | "lens" = "heads";
+
+  const syncSources = (withLens: boolean) => {
+    const want = withLens ? 3 : 2;
+    if (source.options.length === want) return;
+    const opts = [h("option", { value: "step", text: "selected step" }), h("option", { value: "prompt", text: "prompt" })];
+    if (withLens) opts.push(h("option", { value: "lens", text: "logit lens (layers × steps)" }));
+    source.replaceChildren(...opts);
+  };
+
+  const drawLens = (p: Payload, d: LensData) => {
+    mode = "lens";
+    lens = d;
+    current = null;
+    title.textContent = "Layers × steps";
+    const sel = store.sel;
+    g = lensLayout(d.L, d.T, Math.min(widthOf(root, 420), 720));
+    const ctx = sizeCanvas(canvas, g.width, g.height);
+    info.textContent = `logit lens: ${d.L} layers × ${d.T} steps`;
+    root.dataset.rows = String(d.L);
+    root.dataset.cols = String(d.T);
+    root.dataset.cells = String(d.L * d.T);
+    root.dataset.collapsed = "0";
+    root.dataset.focused = "0";
+    root.dataset.value = "lens_entropy";
+    const fg = themeColor(root, "--jp-ui-font-color1", "#222");
+    if (ctx) {
+      ctx.clearRect(0, 0, g.width, g.height);
+      ctx.font = "9px sans-serif";
+      ctx.fillStyle = fg;
+      ctx.textAlign = "center";
+      const everyX = Math.max(1, Math.ceil(18 / g.cw));
+      for (let s = 0; s < d.T; s += everyX) ctx.fillText(String(s), g.left + (s + 0.5) * g.cw, g.top - 4);
+      ctx.textAlign = "right";
+      const everyY = Math.max(1, Math.ceil(10 / g.ch));
+      for (let l = 0; l < d.L; l += everyY) ctx.fillText(`L${l}`, g.left - 3, g.top + (l + 0.8) * g.ch);
+      const gap = g.cw > 4 ? 1 : 0;
+      for (let l = 0; l < d.L; l++) for (let s = 0; s < d.T; s++) {
+        const v = d.values[l * d.T + s];
+        ctx.fillStyle = Number.isFinite(v) ? css(interpolate(RAMP_HEAT, (v - d.lo) / (d.hi - d.lo))) : "#888";
+        ctx.fillRect(g.left + s * g.cw, g.top + l * g.ch, g.cw - gap, g.ch - 1);
+      }
+      ctx.strokeStyle = fg;
+      ctx.lineWidth = 2;
+      if (sel.step !== null && sel.step < d.T) ctx.strokeRect(g.left + sel.step * g.cw - 1, g.top - 1, g.cw + 1, d.L * g.ch + 1);
+      if (sel.layer !== null && sel.layer < d.L) ctx.strokeRect(g.left - 1, g.top + sel.layer * g.ch - 1, d.T * g.cw + 1, g.ch + 1);
+    }
+    const unit = p.meta.metrics?.entropy?.unit ?? "bits";
+    legend.replaceChildren(
+      h("span", { text: fmt(d.lo) }),
+      h("span", { class: "cv-legend-bar", style: `background: linear-gradient(to right, ${[0, 0.25, 0.5, 0.75, 1].map((t) => css(interpolate(RAMP_HEAT, t))).join(", ")})` }),
+      h("span", { text: fmt(d.hi) }),
+      h("span", { class: "cv-legend-unit", text: `entropy of the next-token distribution decoded after each layer, ${unit} · x: generated step, y: layer · hover for the layer's top-1 token` }),
+    );
+  };
 
   const draw = () => {
     const p = store.data;
     const opts = store.opts;
-    source.value = opts.heat_source;
-    const values = opts.heat_source === "prompt" ? ["entropy", "concentration", "sink", "basin"] : ["entropy", "concentration"];
+    const d = p ? lensData(p) : null;
+    syncSources(d !== null);
+    const src = opts.heat_source === "lens" && !d ? "step" : opts.heat_source;
+    source.value = src;
+    value.hidden = src === "lens";
+    const values = src === "prompt" ? ["entropy", "concentration", "sink", "basin"] : ["entropy", "concentration"];
     if (value.options.length !== values.length) value.replaceChildren(...values.map((v) => h("option", { value: v, text: v })));
     value.value = values.includes(opts.heat_value) ? opts.heat_value : "entropy";
     if (!p) { info.textContent = "waiting for the trace…"; sizeCanvas(canvas, 1, 1); return; }
+    if (src === "lens" && d) { drawLens(p, d); return; }
+    mode = "heads";
+    lens = null;
+    title.textContent = "Heads";
     const L = p.meta.n_layers, H = p.meta.n_heads;
     const sel = store.sel;
     current = heatData(p, opts, sel.step);
@@ -164,12 +280,24 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
     const r = canvas.getBoundingClientRect();
     return hitCell(g, ev.clientX - r.left, ev.clientY - r.top);
   };
-  canvas.addEventListener("click", (ev) => { const hit = at(ev); if (hit) store.select(hit); });
+  canvas.addEventListener("click", (ev) => {
+    const hit = at(ev);
+    if (!hit) return;
+    if (mode === "lens") store.select(hit.head === null ? { layer: hit.layer, head: null } : { step: hit.head, layer: hit.layer, head: null });
+    else store.select(hit);
+  });
   canvas.addEventListener("mousemove", (ev) => {
     const hit = at(ev);
-    if (!hit || hit.layer === null || hit.head === null || !current) { tip.hidden = true; return; }
-    const v = current.values[hit.layer * g.H + hit.head];
-    tip.textContent = `layer ${hit.layer}, head ${hit.head}: ${current.label} ${fmt(v)} ${current.unit}`;
+    if (!hit || hit.layer === null || hit.head === null || (mode === "heads" ? !current : !lens)) { tip.hidden = true; return; }
+    if (mode === "lens" && lens) {
+      const i = hit.layer * lens.T + hit.head;
+      const gen = store.data?.strings.generated_tokens?.[hit.head];
+      tip.textContent = `step ${hit.head}${gen !== undefined ? ` (${JSON.stringify(gen)})` : ""}, layer ${hit.layer}: ` +
+        `lens entropy ${fmt(lens.values[i])} bits · top-1 ${lensToken(lens, lens.top1[i])}`;
+    } else if (current) {
+      const v = current.values[hit.layer * g.H + hit.head];
+      tip.textContent = `layer ${hit.layer}, head ${hit.head}: ${current.label} ${fmt(v)} ${current.unit}`;
+    }
     const rb = root.getBoundingClientRect(), cb = canvas.getBoundingClientRect();
     tip.style.left = `${cb.left - rb.left + g.left + (hit.head + 1) * g.cw + 4}px`;
     tip.style.top = `${cb.top - rb.top + g.top + hit.layer * g.ch}px`;
@@ -182,12 +310,13 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
     const p = store.data;
     if (!p || ev.target instanceof HTMLSelectElement) return;
     const L = p.meta.n_layers, H = p.meta.n_heads;
-    const { layer, head } = store.sel;
+    const { layer, head, step } = store.sel;
     const l0 = layer ?? 0, h0 = head ?? 0;
     const moves: Record<string, [number, number]> = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
     const m = moves[ev.key];
     if (!m) return;
-    store.select({ layer: Math.min(L - 1, Math.max(0, l0 + m[0])), head: Math.min(H - 1, Math.max(0, h0 + m[1])) });
+    if (mode === "lens" && lens) store.select({ layer: Math.min(lens.L - 1, Math.max(0, l0 + m[0])), step: Math.min(lens.T - 1, Math.max(0, (step ?? 0) + m[1])) });
+    else store.select({ layer: Math.min(L - 1, Math.max(0, l0 + m[0])), head: Math.min(H - 1, Math.max(0, h0 + m[1])) });
     ev.preventDefault();
   });
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,22 +26,60 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _risk_line(trace: "Trace") -> str:
-    """Risk of a wrong answer from the shipped model for this trace's model, else the
-    uncalibrated heuristic (said so)."""
+@dataclass(frozen=True)
+class TraceRisk:
+    """The risk of a wrong answer shown for one trace (by ``trace.summary()`` and the health badge).
+
+    ``value`` in [0, 1]; ``kind`` is the RiskModel's (``"logistic"`` or ``"heuristic"``);
+    ``label`` is the short form (``"calibrated"`` / ``"uncalibrated heuristic"``) and
+    ``description`` the long one.
+    """
+
+    value: float
+    kind: str
+
+    @property
+    def calibrated(self) -> bool:
+        """True for fitted coefficients (a probability), False for the seed's heuristic score."""
+        return self.kind != "heuristic"
+
+    @property
+    def label(self) -> str:
+        return "calibrated" if self.calibrated else "uncalibrated heuristic"
+
+    @property
+    def description(self) -> str:
+        return "calibrated probability of a wrong answer" if self.calibrated else "uncalibrated heuristic score"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (what the widget payload carries)."""
+        return {"value": self.value, "kind": self.kind, "label": self.label, "description": self.description}
+
+
+def trace_risk(trace: "Trace", risk_model: Any = None) -> TraceRisk | None:
+    """Risk of a wrong answer for ``trace``: ``risk_model`` when given, else the shipped model for
+    the trace's model (``RiskModel.load_default``; the uncalibrated heuristic for other models,
+    without its warning). None when the trace cannot be scored (no steps, missing features)."""
     import warnings
 
     from ..risk import RiskModel
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = RiskModel.load_default(str(trace.meta.get("model_name", "")))
+    if risk_model is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            risk_model = RiskModel.load_default(str(trace.meta.get("model_name", "")))
     try:
-        risk = float(model.predict_proba(trace))
+        value = float(risk_model.predict_proba(trace))
     except ValueError:
-        return ""
-    what = "uncalibrated heuristic score" if model.kind == "heuristic" else "calibrated probability of a wrong answer"
-    return f"risk: {risk:.2f} ({what})"
+        return None
+    if not np.isfinite(value):
+        return None
+    return TraceRisk(value, str(risk_model.kind))
+
+
+def _risk_line(trace: "Trace") -> str:
+    risk = trace_risk(trace)
+    return "" if risk is None else f"risk: {risk.value:.2f} ({risk.description})"
 
 
 def trace_summary(trace: "Trace", max_steps: int = 64) -> str:

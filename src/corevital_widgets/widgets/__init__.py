@@ -1,5 +1,5 @@
 """Notebook widgets for a Trace: health badge, token timeline, head heatmap, attention graph,
-the dashboard composing them, ``show`` and standalone HTML export."""
+the dashboard composing them, the dataset view of a TraceSet, ``show`` and standalone HTML export."""
 
 from .components import (
     AttentionGraph,
@@ -10,10 +10,11 @@ from .components import (
     TraceWidget,
     link_selection,
 )
+from .dataset_view import DatasetView
 from .html_export import export_html, widget_to_html
 from .show import show
 
 __all__ = [
     "show", "export_html", "widget_to_html", "Dashboard", "HealthBadge", "TokenTimeline", "HeadHeatmap",
-    "AttentionGraph", "TraceWidget", "link_selection",
+    "AttentionGraph", "TraceWidget", "link_selection", "DatasetView",
 ]

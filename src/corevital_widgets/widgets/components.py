@@ -48,7 +48,9 @@ class TraceWidget(anywidget.AnyWidget):
     ``selection`` (dict): ``step`` (generated step, 0-based), ``token`` (prompt position),
     ``layer`` / ``head`` (None = aggregated over all), ``metric`` (a timeline field such as
     ``"entropy"``). ``options`` holds view settings (heatmap source/value, edge threshold as a
-    probability, whether incoming edges are drawn).
+    probability, whether incoming edges are drawn). ``risk_model``: the RiskModel whose risk of a
+    wrong answer the health badge shows (default: the shipped one for the trace's model, the same
+    number ``trace.summary()`` prints).
     """
 
     _esm = _esm_source()
@@ -64,11 +66,14 @@ class TraceWidget(anywidget.AnyWidget):
     _needs_edges = False
     _trace: "Trace | None" = None
 
-    def __init__(self, trace: "Trace | None" = None, *, tokenizer: Any = None, **kwargs: Any) -> None:
+    def __init__(self, trace: "Trace | None" = None, *, tokenizer: Any = None, risk_model: Any = None,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("selection", {"step": None, "token": None, "layer": None, "head": None, "metric": "entropy"})
         kwargs.setdefault("options", {"heat_source": "step", "heat_value": "entropy", "threshold": 0.02, "incoming": False})
         super().__init__(**kwargs)
         self._trace: Trace | None = None
+        #: the RiskModel whose risk the badge shows (None: the shipped default for the trace's model)
+        self.risk_model = risk_model
         self._callbacks: list[SelectCallback] = []
         self._last_live_push = 0.0
         self._pending_live: list[str] = []
@@ -86,9 +91,11 @@ class TraceWidget(anywidget.AnyWidget):
         return self._trace
 
     def set_trace(self, trace: "Trace", tokenizer: Any = None) -> None:
-        """Show ``trace``: send its payload and select step 0 and the last prompt token."""
+        """Show ``trace``: send its payload and select step 0 and the last prompt token.
+
+        ``tokenizer`` decodes the top-k alternatives and logit-lens tokens for hover text."""
         self._trace = trace
-        self.data = trace_payload(trace, self.view, tokenizer)
+        self.data = trace_payload(trace, self.view, tokenizer, self.risk_model)
         sel = dict(self.selection)
         sel.update(
             step=0 if trace.n_steps else None,
@@ -205,7 +212,8 @@ class TraceWidget(anywidget.AnyWidget):
 
 
 class HealthBadge(TraceWidget):
-    """Traffic-light verdict with each flag and where it first fired; a click selects that place."""
+    """Traffic-light verdict with each flag and where it first fired (a click selects that place),
+    and the risk of a wrong answer with its kind (calibrated / uncalibrated heuristic)."""
 
     view = traitlets.Unicode("badge").tag(sync=True)
 
@@ -219,7 +227,9 @@ class TokenTimeline(TraceWidget):
 
 class HeadHeatmap(TraceWidget):
     """Layers x heads (canvas) for the selected step or the prompt: entropy (bits) or
-    concentration, sink and basin for the prompt; collapsed and focused heads marked."""
+    concentration, sink and basin for the prompt; collapsed and focused heads marked. For a trace
+    made with ``logit_lens=True`` also the logit lens, layers x steps (entropy in bits, the
+    layer's top-1 token on hover)."""
 
     view = traitlets.Unicode("heatmap").tag(sync=True)
 

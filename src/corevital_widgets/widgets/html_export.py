@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..trace.trace import Trace
 
 _STATE_KEYS = ("view", "data", "edges", "selection", "options", "progress", "live_tokens")
+#: the dataset view's table (rows, sort and filter state, the row shown)
+_DATASET_KEYS = ("rows", "columns", "row", "loaded_row", "table", "status")
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -62,7 +64,7 @@ document.body.dataset.rendered = "1";
 
 def _state(widget: TraceWidget) -> dict[str, Any]:
     out: dict[str, Any] = {"_static": True}
-    for key in _STATE_KEYS:
+    for key in (*_STATE_KEYS, *(k for k in _DATASET_KEYS if widget.has_trait(k))):
         v = getattr(widget, key)
         out[key] = {"__b64__": base64.b64encode(bytes(v)).decode("ascii")} if isinstance(v, (bytes, bytearray, memoryview)) else v
     return out

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from ..trace.groups import TIMELINE_METRICS
+from ..trace.summary import trace_risk
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..trace.trace import Trace
@@ -134,18 +135,26 @@ def _finite_or_none(x: Any) -> Any:
 
 
 # ------------------------------------------------------------------------ trace payloads
-#: Which array groups each view needs (the dashboard needs them all).
+#: Which array groups each view needs (the dashboard, and the dataset view's dashboard, need them all).
 VIEW_PARTS: dict[str, tuple[str, ...]] = {
-    "badge": (),
+    "badge": ("risk",),
     "timeline": ("tokens", "timeline"),
-    "heatmap": ("heads",),
+    "heatmap": ("heads", "lens"),
     "graph": ("prompt_tokens",),
-    "dashboard": ("tokens", "timeline", "heads"),
+    "dashboard": ("tokens", "timeline", "heads", "lens", "risk"),
+    "dataset": ("tokens", "timeline", "heads", "lens", "risk"),
 }
 
 
-def trace_meta(trace: "Trace") -> dict[str, Any]:
-    """The small JSON part of a payload: sizes, model, thresholds, health with where flags fired."""
+def has_lens(trace: "Trace") -> bool:
+    """Whether the trace was made with ``logit_lens=True`` (a [T, L] lens matrix with T >= 1)."""
+    e = trace.layers.lens_entropy
+    return e.ndim == 2 and e.size > 0 and e.shape == trace.layers.lens_top1.shape
+
+
+def trace_meta(trace: "Trace", risk: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The small JSON part of a payload: sizes, model, thresholds, health with where flags fired,
+    whether the logit lens is present and (``risk``, see :func:`trace_risk`) the risk of a wrong answer."""
     t = trace.thresholds
     return {
         "model_name": str(trace.meta.get("model_name", "")),
@@ -163,6 +172,8 @@ def trace_meta(trace: "Trace") -> dict[str, Any]:
         "metrics": {k: {"label": lab, "unit": unit} for k, (lab, unit) in TIMELINE_METRICS.items()},
         "sparse_threshold": float(trace.sparse.threshold),
         "has_prompt_attention": bool(trace.sparse.row_counts.size > 0),
+        "has_lens": has_lens(trace),
+        "risk": risk,
     }
 
 
@@ -180,8 +191,39 @@ def top_k_token_strings(trace: "Trace", tokenizer: Any = None) -> list[list[str]
     return pieces[inverse.reshape(ids.shape)].tolist()
 
 
-def trace_payload(trace: "Trace", view: str = "dashboard", tokenizer: Any = None) -> bytes:
-    """Encode what ``view`` needs of ``trace`` (never the sparse profile) into one payload."""
+def lens_token_strings(trace: "Trace", tokenizer: Any = None) -> tuple[np.ndarray, list[str]]:
+    """The distinct logit-lens top-1 ids and their text: ``(ids [U] int32, pieces [U])``.
+
+    Decoded with ``tokenizer`` (one batch call over the distinct ids) when given; otherwise
+    looked up among the pieces the trace already holds (prompt, generated and top-k tokens),
+    with ``""`` for an id the trace never decoded (the browser then shows ``#id``).
+    """
+    ids = np.unique(trace.layers.lens_top1).astype(np.int32)
+    if ids.size == 0:
+        return ids, []
+    if tokenizer is not None:
+        return ids, [str(x) for x in tokenizer.batch_decode(ids.reshape(-1, 1).tolist())]
+    known_ids = [trace.prompt_ids.ravel(), trace.generated_ids.ravel()]
+    known_text = [np.asarray(trace.prompt_tokens, dtype=object), np.asarray(trace.generated_tokens, dtype=object)]
+    if trace.top_k_tokens and trace.timeline.top_k_ids.size:
+        known_ids.append(trace.timeline.top_k_ids.ravel())
+        known_text.append(np.asarray(trace.top_k_tokens, dtype=object).ravel())
+    k_ids = np.concatenate(known_ids).astype(np.int64)
+    k_text = np.concatenate(known_text)
+    if k_ids.size == 0 or k_ids.size != k_text.size:  # nothing decoded to look up
+        return ids, [""] * ids.size
+    uniq, first = np.unique(k_ids, return_index=True)
+    pos = np.minimum(np.searchsorted(uniq, ids), uniq.size - 1)
+    text = np.where(uniq[pos] == ids, k_text[first[pos]], "")
+    return ids, [str(x) for x in text]
+
+
+def trace_payload(trace: "Trace", view: str = "dashboard", tokenizer: Any = None, risk_model: Any = None) -> bytes:
+    """Encode what ``view`` needs of ``trace`` (never the sparse profile) into one payload.
+
+    ``risk_model``: the :class:`~corevital_widgets.RiskModel` whose risk the badge shows
+    (default: the shipped one for the trace's model, as ``trace.summary()`` uses).
+    """
     if view not in VIEW_PARTS:
         raise ValueError(f"unknown view {view!r}; expected one of {sorted(VIEW_PARTS)}")
     parts = VIEW_PARTS[view]
@@ -209,7 +251,17 @@ def trace_payload(trace: "Trace", view: str = "dashboard", tokenizer: Any = None
         arrays["prompt_head_concentration"] = pr.head_concentration
         arrays["prompt_sink"] = pr.sink
         arrays["prompt_basin"] = pr.basin
-    return encode_arrays(arrays, trace_meta(trace))
+    if "lens" in parts and has_lens(trace):
+        arrays["lens_entropy"] = trace.layers.lens_entropy.astype(np.float32)
+        arrays["lens_top1"] = trace.layers.lens_top1.astype(np.int32)
+        lens_ids, lens_text = lens_token_strings(trace, tokenizer)
+        arrays["lens_top1_ids"] = lens_ids
+        arrays["lens_top1_text"] = lens_text
+    risk = None
+    if "risk" in parts:
+        found = trace_risk(trace, risk_model)
+        risk = None if found is None else found.to_dict()
+    return encode_arrays(arrays, trace_meta(trace, risk))
 
 
 def edges_payload(trace: "Trace", token: int, layer: int | None, head: int | None, incoming: bool = True) -> bytes:
