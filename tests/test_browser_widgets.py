@@ -152,18 +152,24 @@ def browser():
         b.close()
 
 
-@pytest.fixture(scope="module")
-def page(lab, browser):
+def _open_notebook(lab, browser, name: str, workspace: str):
+    """A new page with ``name`` open in a fresh JupyterLab workspace, its kernel started; (page, errors)."""
     pg = browser.new_page(viewport={"width": 1400, "height": 1100})
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(f"{lab['base']}/lab/workspaces/cv-e2e/tree/e2e.ipynb?reset&token={lab['token']}")
+    pg.goto(f"{lab['base']}/lab/workspaces/{workspace}/tree/{name}?reset&token={lab['token']}")
     pg.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     try:  # the kernel-choice dialog, when JupyterLab asks
         pg.locator(".jp-Dialog .jp-mod-accept").click(timeout=5_000)
     except Exception:
         pass
     pg.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-Toolbar-kernelStatus", timeout=60_000)
+    return pg, errors
+
+
+@pytest.fixture(scope="module")
+def page(lab, browser):
+    pg, errors = _open_notebook(lab, browser, "e2e.ipynb", "cv-e2e")
     yield pg, errors
     pg.close()
 
@@ -434,3 +440,111 @@ def test_dashboard_in_notebook7(tmp_path, browser, smollm2_trace):
         pg.close()
     finally:
         server.close()
+
+
+def _dataset_notebook(ts_dir: Path, correct: list[bool], log: Path) -> dict:
+    src = (
+        "import json\n"
+        "from corevital_widgets import DatasetView, TraceSet\n"
+        f"ts = TraceSet.load({str(ts_dir)!r})\n"
+        f"view = DatasetView(ts, {correct!r})\n"
+        f"view.observe(lambda ch: open({str(log)!r}, 'a').write(json.dumps({{'row': view.row, 'loaded_row': ch['new']}}) + '\\n'),\n"
+        "             names='loaded_row')\n"
+        "view"
+    )
+    return {"cells": [{"cell_type": "code", "metadata": {}, "source": src, "outputs": [], "execution_count": None}],
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (corevital)", "language": "python"}},
+            "nbformat": 4, "nbformat_minor": 5}
+
+
+def test_dataset_view_in_jupyterlab(lab, browser, smollm2_traceset):
+    """The dataset view of a real TraceSet: rows, sorting by risk, the text filter, a row click that
+    makes the kernel load that trace into the dashboard, the badge's risk, the logit-lens view."""
+    from corevital_widgets import DatasetView
+
+    ts, _, correct = smollm2_traceset
+    py = DatasetView(ts, correct)  # what the kernel computes, computed here too
+    n = len(ts)
+    log = lab["work"] / "dataset_rows.jsonl"
+    (lab["work"] / "dataset.ipynb").write_text(json.dumps(_dataset_notebook(ts.out_dir, correct, log)))
+    pg, errors = _open_notebook(lab, browser, "dataset.ipynb", "cv-dataset")
+    try:
+        _run_cell(pg, 0)
+        view = pg.locator(".cv-dataset")
+        view.wait_for(timeout=120_000)
+        rows = view.locator(".cv-ds-table tbody tr")
+        assert view.get_attribute("data-rows") == str(n) and rows.count() == n
+        order = lambda: [int(x) for x in rows.evaluate_all("els => els.map(e => e.dataset.row)")]  # noqa: E731
+        assert order() == list(range(n))
+
+        # sorting by risk: one click = riskiest first, the next = the other way
+        view.locator("th[data-col='risk']").click()
+        _wait_for(lambda: view.get_attribute("data-sort") == "risk", 5, "sort by risk")
+        assert order() == np.argsort(-py.risks, kind="stable").tolist()
+        shown = [float(x) for x in rows.evaluate_all("els => els.map(e => e.dataset.risk)")]
+        assert shown == sorted(py.risks.tolist(), reverse=True)
+        view.locator("th[data-col='risk']").click()
+        _wait_for(lambda: view.get_attribute("data-desc") == "false", 5, "ascending")
+        assert order() == np.argsort(py.risks, kind="stable").tolist()
+
+        # the text filter keeps the rows whose prompt or answer contains it
+        word = "capital"
+        keep = [i for i in range(n) if word in py.rows["prompt"][i].lower() or word in py.rows["answer"][i].lower()]
+        assert 0 < len(keep) < n
+        view.locator(".cv-ds-query").fill(word)
+        _wait_for(lambda: rows.count() == len(keep), 5, "filtered rows")
+        assert sorted(order()) == keep
+        view.locator(".cv-ds-query").fill("")
+        _wait_for(lambda: rows.count() == n, 5, "all rows again")
+
+        # a click on a row: the kernel loads that trace and the dashboard below shows it
+        i = n - 2
+        want = ts[i]
+        t_click = time.perf_counter()
+        view.locator(f"tr[data-row='{i}']").click()
+        _wait_for(lambda: view.get_attribute("data-loaded") == str(i), 20, "the kernel to load the clicked row")
+        click_to_dashboard_ms = (time.perf_counter() - t_click) * 1000
+        logged = [json.loads(line) for line in log.read_text().splitlines()]
+        assert logged[-1] == {"row": i, "loaded_row": i}
+        assert view.locator("tr.cv-ds-selected").count() == 1
+        assert view.locator("tr.cv-ds-selected").get_attribute("data-row") == str(i)
+        dash = view.locator(".cv-ds-dashboard")
+        dash.locator(".cv-heatmap[data-cells]").wait_for(timeout=10_000)
+        _wait_for(lambda: dash.locator(".cv-timeline .cv-tok").count() == want.n_prompt + want.n_steps, 10, "the row's tokens")
+        assert dash.locator(".cv-timeline .cv-gen").count() == want.n_steps
+        assert dash.locator(".cv-badge").get_attribute("data-verdict") == want.health.verdict
+
+        # the badge shows the risk Python computes for that trace (and the table shows for that row)
+        risk = dash.locator(".cv-badge .cv-risk")
+        expected = py.risk_model.predict_proba(want)
+        assert float(risk.get_attribute("data-risk")) == expected == py.rows["risk"][i]
+        assert risk.inner_text().strip() == f"risk {expected:.2f} (calibrated)"
+        assert f"risk: {expected:.2f} (calibrated probability of a wrong answer)" in want.summary()
+
+        # the logit lens: layers x steps, T x L cells, the layer's top-1 token on hover
+        heat = dash.locator(".cv-heatmap")
+        heat.locator(".cv-heat-source").select_option("lens")
+        _wait_for(lambda: heat.get_attribute("data-value") == "lens_entropy", 5, "the lens view")
+        T, L = want.layers.lens_entropy.shape
+        assert (heat.get_attribute("data-cells"), heat.get_attribute("data-rows"), heat.get_attribute("data-cols")) == (str(T * L), str(L), str(T))
+        box = heat.locator("canvas").bounding_box()
+        heat.locator("canvas").hover(position={"x": 34 + 2, "y": 16 + 2})  # step 0, layer 0 (lensLayout's margins)
+        tip = heat.locator(".cv-tip")
+        tip.wait_for(state="visible", timeout=5_000)
+        assert tip.inner_text().startswith("step 0") and "layer 0" in tip.inner_text() and "top-1" in tip.inner_text()
+        assert box["width"] > 0
+        heat.locator("canvas").click(position={"x": 34 + 2, "y": 16 + 2})
+        _wait_for(lambda: heat.get_attribute("data-value") == "lens_entropy", 2, "still the lens")
+        pg.screenshot(path=str(ARTIFACTS / "e2e_dataset.png"), full_page=True)
+
+        # a second row replaces the trace
+        j = 0
+        view.locator(f"tr[data-row='{j}']").click()
+        _wait_for(lambda: view.get_attribute("data-loaded") == str(j), 20, "the second row")
+        _wait_for(lambda: dash.locator(".cv-timeline .cv-tok").count() == ts[j].n_prompt + ts[j].n_steps, 10, "the second row's tokens")
+        timings = json.loads((ARTIFACTS / "e2e_timings.json").read_text()) if (ARTIFACTS / "e2e_timings.json").exists() else {}
+        timings["dataset_row_click_to_dashboard_ms"] = click_to_dashboard_ms
+        (ARTIFACTS / "e2e_timings.json").write_text(json.dumps(timings, indent=2))
+        assert not errors, errors
+    finally:
+        pg.close()

@@ -2,7 +2,7 @@
 export const CSS = `
 .cv-root { font-family: var(--jp-ui-font-family, system-ui, sans-serif); font-size: var(--jp-ui-font-size1, 13px);
   color: var(--jp-ui-font-color1, #222); background: var(--jp-layout-color0, transparent); }
-.cv-root > div { position: relative; }
+.cv-root > div, .cv-badge, .cv-timeline, .cv-heatmap, .cv-graph { position: relative; } /* tips are placed relative to their view */
 .cv-dashboard { display: flex; flex-direction: column; gap: 10px; }
 .cv-row { display: flex; gap: 14px; flex-wrap: wrap; align-items: flex-start; }
 .cv-row > * { flex: 1 1 320px; min-width: 0; }
@@ -63,11 +63,13 @@ export const CSS = `
   text-align: left; padding: 3px 6px; white-space: nowrap; border-bottom: 1px solid var(--jp-border-color1, #bbb); }
 .cv-ds-table td { padding: 2px 6px; border-bottom: 1px solid var(--jp-border-color3, #eee); vertical-align: top; }
 .cv-ds-table .cv-num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.cv-ds-text { max-width: 360px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.cv-ds-text { max-width: 300px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.cv-ds-answer { max-width: 240px; }
+.cv-ds-table td:last-child, .cv-ds-table td { white-space: nowrap; }
 .cv-ds-answer { font-family: var(--jp-code-font-family, monospace); }
 .cv-ds-row { cursor: pointer; }
 .cv-ds-row:hover { background: var(--jp-layout-color2, #f3f3f3); }
-.cv-ds-row.cv-ds-selected { background: var(--jp-brand-color3, #bbdefb); outline: 2px solid var(--jp-brand-color1, #1976d2); outline-offset: -2px; }
+.cv-ds-row.cv-ds-selected { background: rgba(33, 150, 243, 0.28); outline: 2px solid var(--jp-brand-color1, #1976d2); outline-offset: -2px; }
 .cv-ds-row .cv-light { width: 10px; height: 10px; vertical-align: middle; }
 .cv-ok { color: var(--jp-success-color1, #2e7d32); font-weight: 700; } .cv-wrong { color: var(--jp-error-color1, #d32f2f); font-weight: 700; }
 .cv-ds-correct-cell { text-align: center; }
