@@ -213,3 +213,23 @@ def test_dataset_view_exports_as_a_standalone_page(smollm2_traceset, tmp_path):
     state = json.loads(re.search(r'<script id="corevital-state" type="application/json">(.*?)</script>', page.read_text(), re.S).group(1))
     assert state["view"] == "dataset" and state["row"] == 1 and state["loaded_row"] == 1
     assert state["rows"]["risk"] == view.rows["risk"] and state["data"]["__b64__"]
+
+
+def test_unscorable_rows_get_no_risk_and_an_empty_set_shows_no_rows(smollm2_traceset):
+    ts, _, correct = smollm2_traceset
+    traces = list(ts)
+    summaries = [dict(s) for s in ts.summaries]
+    summaries[1]["basin_mean"] = float("nan")  # what a trace made with prompt_telemetry=False has
+    partial = TraceSet(prompts=list(ts.prompts), keys=list(ts.keys), summaries=summaries, _traces=traces)
+    view = DatasetView(partial, correct)
+    model = view.risk_model
+    full = model.predict_proba(ts)
+    assert np.isnan(view.risks[1]) and view.rows["risk"][1] is None
+    keep = np.arange(len(ts)) != 1
+    np.testing.assert_allclose(view.risks[keep], full[keep], rtol=1e-12, atol=0)
+    json.dumps(view.rows, allow_nan=False)  # no NaN reaches the browser
+
+    empty = DatasetView(TraceSet(prompts=[], keys=[], summaries=[], _traces=[]))
+    assert empty.rows["prompt"] == [] and empty.columns["n"] == 0 and empty.risk_model is None
+    with pytest.raises(traitlets.TraitError):
+        empty.row = 0
