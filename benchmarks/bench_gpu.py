@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import sys
 import time
@@ -197,6 +198,9 @@ def main() -> None:
     ap.add_argument("--tile-mb", type=int, default=256, help="attention tile budget (MiB)")
     ap.add_argument("--skip-check", action="store_true")
     ap.add_argument("--split-check", action="store_true", help="only the cuda:0 + CPU split check")
+    ap.add_argument("--skip-decode", action="store_true", help="only the prompt-telemetry table")
+    ap.add_argument("--compare-torch", action="store_true",
+                    help="also time prompt telemetry with the tiled torch path (COREVITAL_TRITON=0) beside the kernels")
     args = ap.parse_args()
     if args.split_check:
         split_check()
@@ -236,21 +240,26 @@ def main() -> None:
             return lambda: corevital.analyze(model, prompt, tok, max_new_tokens=n, min_new_tokens=n,
                                              prompt_telemetry=telemetry, attention_tile_bytes=tile)
 
-        gen_sdpa(), ours()()  # warm-up
-        runs = {"sdpa": [], "ours": [], "ours_no_prompt": []}
-        for _ in range(args.repeats):  # alternate, so drift hits all alike
+        if args.skip_decode:
+            runs = None
+        else:
+            gen_sdpa(), ours()()  # warm-up
+            runs = {"sdpa": [], "ours": [], "ours_no_prompt": []}
+        for _ in range(args.repeats if runs is not None else 0):
+            # alternate, so drift hits all alike
             runs["sdpa"].append(cuda_time(gen_sdpa))
             runs["ours"].append(cuda_time(ours(True)))
             runs["ours_no_prompt"].append(cuda_time(ours(False)))
-        med = {k: (statistics.median(t for t, _ in v), max(m for _, m in v)) for k, v in runs.items()}
-        eager = guarded(gen_eager)
-        print(f"decode: generate {n} tokens after a {p}-token prompt (median of {args.repeats}, alternating)")
-        print(f"  SDPA generate                          {fmt(med['sdpa'])}")
-        print(f"  eager + all attentions/hidden returned {fmt(eager, med['sdpa'])}")
-        print(f"  corevital.analyze, all metrics         {fmt(med['ours'], med['sdpa'])}")
-        print(f"  corevital.analyze, no prompt telemetry {fmt(med['ours_no_prompt'], med['sdpa'])}")
-        ratios = [o[0] / s[0] for o, s in zip(runs["ours_no_prompt"], runs["sdpa"])]
-        print(f"  per-step-metrics ratio (no prompt telemetry) per run: {', '.join(f'{r:.3f}' for r in ratios)}")
+        if runs is not None:
+            med = {k: (statistics.median(t for t, _ in v), max(m for _, m in v)) for k, v in runs.items()}
+            eager = guarded(gen_eager)
+            print(f"decode: generate {n} tokens after a {p}-token prompt (median of {args.repeats}, alternating)")
+            print(f"  SDPA generate                          {fmt(med['sdpa'])}")
+            print(f"  eager + all attentions/hidden returned {fmt(eager, med['sdpa'])}")
+            print(f"  corevital.analyze, all metrics         {fmt(med['ours'], med['sdpa'])}")
+            print(f"  corevital.analyze, no prompt telemetry {fmt(med['ours_no_prompt'], med['sdpa'])}")
+            ratios = [o[0] / s[0] for o, s in zip(runs["ours_no_prompt"], runs["sdpa"])]
+            print(f"  per-step-metrics ratio (no prompt telemetry) per run: {', '.join(f'{r:.3f}' for r in ratios)}")
 
         print("prompt telemetry: time, extra peak GPU memory (ratios vs SDPA forward)")
         for length in (int(x) for x in args.lengths.split(",")):
@@ -285,10 +294,20 @@ def main() -> None:
             reps = 1 if length > 8192 else 2
             base = guarded(fwd_sdpa, reps)
             eag = guarded(fwd_eager) if length <= 8192 else None
+            guarded(telemetry)  # warm-up: Triton compiles its kernels for this shape class once
             our = guarded(telemetry, reps)
             extra = f"sparse {telemetry.nnz:,} entries" + (f", auto-capped at {telemetry.cap}/row" if telemetry.cap else "") \
                 if our else ""
             print(f"  {length:>6} tokens  SDPA {fmt(base)} eager+attn {fmt(eag, base)} corevital {fmt(our, base)} {extra}")
+            if args.compare_torch:
+                from corevital_widgets.engine.triton_prompt import ENV_SWITCH
+
+                os.environ[ENV_SWITCH] = "0"
+                try:
+                    tiled = guarded(telemetry, reps)
+                finally:
+                    os.environ.pop(ENV_SWITCH)
+                print(f"  {'':>6}         tiled torch path instead of the Triton kernels: {fmt(tiled, base)}")
         del model
         gc.collect()
         torch.cuda.empty_cache()

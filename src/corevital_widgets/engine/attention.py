@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .triton_prompt import fused_prompt_layer, fused_prompt_supported
+
 if TYPE_CHECKING:  # pragma: no cover
     from .collector import Collector
 
@@ -147,24 +149,30 @@ def corevital_attention(
         return out, None
     q_len = query.shape[-2]
     last = slice(q_len - 1, q_len)
-    if q_len > 1:  # a prompt pass: blocked over query tiles
+    if q_len > 1:  # a prompt pass: fused kernels on CUDA, else blocked over query tiles
         acc, step = collector.prompt_pass(entry, query.shape[1], key.shape[-2], query.device)  # type: ignore[union-attr]
+        step_done = False
         if acc is not None:
-            n_keys = key.shape[-2]
             causal = bool(getattr(module, "is_causal", False))
-            tile = collector.tile_rows(query.shape[1], n_keys)  # type: ignore[union-attr]
-            for r0 in range(0, q_len, tile):
-                rows = slice(r0, min(q_len, r0 + tile))
-                # a causal tile never sees keys past its last row: skip them (exact, halves the work)
-                upto = min(n_keys, rows.stop + n_keys - q_len) if causal else n_keys
-                scores = attention_scores(module, query, key[..., :upto, :], attention_mask, scaling, kwargs, rows,
-                                          total_keys=n_keys)
-                acc.add(attention_probs(scores)[0], r0)
-                if step and rows.stop == q_len:
-                    collector.on_step_scores(entry, scores[0, :, -1, :])  # type: ignore[union-attr]
-                del scores
+            if fused_prompt_supported(query, key, attention_mask, kwargs, acc.threshold, module.training):
+                acc.add_fused(*fused_prompt_layer(query, key, scaling, causal, acc.threshold, acc.cap,
+                                                  collector.tile_bytes))  # type: ignore[union-attr]
+            else:
+                n_keys = key.shape[-2]
+                tile = collector.tile_rows(query.shape[1], n_keys)  # type: ignore[union-attr]
+                for r0 in range(0, q_len, tile):
+                    rows = slice(r0, min(q_len, r0 + tile))
+                    # a causal tile never sees keys past its last row: skip them (exact, halves the work)
+                    upto = min(n_keys, rows.stop + n_keys - q_len) if causal else n_keys
+                    scores = attention_scores(module, query, key[..., :upto, :], attention_mask, scaling, kwargs, rows,
+                                              total_keys=n_keys)
+                    acc.add(attention_probs(scores)[0], r0)
+                    if step and rows.stop == q_len:
+                        collector.on_step_scores(entry, scores[0, :, -1, :])  # type: ignore[union-attr]
+                        step_done = True
+                    del scores
             collector.on_prompt_done(entry, acc)  # type: ignore[union-attr]
-        elif step:
+        if step and not step_done:
             scores = attention_scores(module, query, key, attention_mask, scaling, kwargs, last)
             collector.on_step_scores(entry, scores[0, :, -1, :])  # type: ignore[union-attr]
     elif entry[0].role != "encoder":

@@ -42,6 +42,7 @@ class PromptAccumulator:
         self.partials = torch.zeros(5, n_heads, dtype=torch.float32, device=device)
         self._counts: list[torch.Tensor] = []
         self._entries: list[tuple[torch.Tensor, ...]] = []
+        self._fused: LayerSparse | None = None
 
     def add(self, weights: torch.Tensor, row0: int) -> None:
         """weights [H, tq, P] float32 for query rows row0 .. row0 + tq (no host sync)."""
@@ -50,12 +51,22 @@ class PromptAccumulator:
         self._counts.append(counts)
         self._entries.append((head, row + row0, key, val, valid))
 
+    def add_fused(self, row_stats: torch.Tensor, counts: torch.Tensor, keys: torch.Tensor, weights: torch.Tensor) -> None:
+        """All rows at once from the fused kernels (:func:`.triton_prompt.fused_prompt_layer`):
+        per-row statistics [5, H, P] (entropy bits, concentration, sink, middle mass, lse) and
+        the layer's sparse profile, already in CSR order."""
+        sums = row_stats[:4].sum(-1)
+        self.partials += torch.cat([sums, (1.0 - row_stats[3]).sum(-1, keepdim=True).T])
+        self._fused = LayerSparse(counts, keys, weights)
+
     def head_stats(self) -> torch.Tensor:
         """[4, H]: entropy, concentration, sink, basin (see metrics.prompt_head_stats)."""
         return metrics.prompt_head_stats(self.partials, self.n_rows)
 
     def sparse(self) -> LayerSparse:
         """Compact the tiles' candidates (one host sync per layer) into CSR (head, row) order."""
+        if self._fused is not None:
+            return self._fused
         counts = torch.cat(self._counts, dim=1)
         head, row, key, val, valid = (torch.cat(parts) if len(parts) > 1 else parts[0] for parts in zip(*self._entries))
         keep = valid.nonzero().squeeze(1)

@@ -1,0 +1,243 @@
+"""The prompt pass of one layer as two fused Triton kernels (CUDA only).
+
+Same numbers as the tiled torch path (:mod:`.prompt_attention`), without ever writing a score
+or weight to memory: like a flash-attention forward, each program holds a block of query rows
+and streams the keys through shared memory.
+
+1. ``_row_stats``: per (head, query row), an online softmax in base 2 over the row's keys —
+   running max ``m``, sum ``l = Σ 2^(s-m)``, ``A = Σ 2^(s-m)(s-m)`` (entropy), middle-third sum
+   — giving entropy in bits ``log2 l - A / l``, concentration ``1 / l``, sink ``2^(s0-m) / l``,
+   middle mass and the row's log-sum-exp. Scores ``s`` are ``q·k · scale · log2(e)`` in
+   float32 (the torch path rounds them to the model dtype first; they agree within it).
+2. ``_sparse_rows``: the keys again, now with each row's log-sum-exp known: every weight
+   ``2^(s - lse) > threshold`` is written, in key order, into a fixed [H, rows, R] buffer
+   (R = ceil(1/threshold) + 1 bounds a softmax row's entries above the threshold), so no host
+   sync is needed until the one compaction per layer.
+
+Eligible calls (see :func:`fused_prompt_supported`): one sequence, no attention mask other than
+plain causal (transformers passes ``None`` then), no position bias or soft-capping, a head
+size of at most 256, a positive threshold. Everything else takes the torch path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import torch
+
+try:  # triton ships with CUDA builds of torch; the CPU build has none
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - exercised on CPU-only installs
+    triton = None
+    tl = None
+
+LOG2E = 1.4426950408889634
+#: Largest per-row sparse buffer (entries) the kernel accepts: threshold >= 1/(MAX_ROW_ENTRIES-1).
+MAX_ROW_ENTRIES = 1024
+#: Set to "0" to force the torch path (benchmarks compare the two).
+ENV_SWITCH = "COREVITAL_TRITON"
+
+
+def triton_available() -> bool:
+    return triton is not None and torch.cuda.is_available() and os.environ.get(ENV_SWITCH, "1") != "0"
+
+
+def row_entries(threshold: float) -> int:
+    """Size of a row's sparse buffer: at most ceil(1/threshold) weights of a softmax row exceed it."""
+    return math.ceil(1.0 / threshold) + 1
+
+
+def fused_prompt_supported(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
+                           kwargs: dict[str, Any], threshold: float, training: bool) -> bool:
+    """Whether the fused kernels express this prompt-pass call exactly."""
+    return (
+        triton_available()
+        and query.is_cuda
+        and query.shape[0] == 1
+        and attention_mask is None
+        and kwargs.get("position_bias") is None
+        and kwargs.get("softcap") is None
+        and kwargs.get("sliding_window") is None
+        and not training
+        and query.dtype in (torch.float16, torch.bfloat16, torch.float32)
+        and key.dtype == query.dtype
+        and query.shape[-1] <= 256
+        and query.shape[1] % key.shape[1] == 0
+        and 0.0 < threshold
+        and row_entries(threshold) <= MAX_ROW_ENTRIES
+    )
+
+
+if triton is not None:
+
+    @triton.jit
+    def _scores_block(q, K, kv_base, stride_kn, stride_kd, offs_n, offs_d, n_keys, qpos, qk_scale,
+                      CAUSAL: tl.constexpr, HEAD_D: tl.constexpr, IEEE: tl.constexpr):
+        """Scores (base-2 logits) of a [BLOCK_M, BLOCK_N] block; masked keys at -inf."""
+        kmask = offs_n < n_keys
+        k = tl.load(K + kv_base + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+                    mask=kmask[:, None] & (offs_d[None, :] < HEAD_D), other=0.0)
+        if IEEE:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee")
+        else:
+            s = tl.dot(q, tl.trans(k))
+        s = s * qk_scale
+        valid = kmask[None, :]
+        if CAUSAL:
+            valid = valid & (offs_n[None, :] <= qpos[:, None])
+        return tl.where(valid, s, float("-inf")), valid
+
+    @triton.jit
+    def _row_stats(Q, K, OUT, stride_qh, stride_qm, stride_qd, stride_kh, stride_kn, stride_kd,
+                   stride_oc, stride_oh, n_rows, n_keys, q_offset, groups, qk_scale, mid_lo, mid_hi,
+                   CAUSAL: tl.constexpr, HEAD_D: tl.constexpr, BLOCK_D: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
+        start_m = tl.program_id(0)
+        head = tl.program_id(1)
+        offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, BLOCK_D)
+        rmask = offs_m < n_rows
+        qpos = offs_m + q_offset
+        q = tl.load(Q + head * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                    mask=rmask[:, None] & (offs_d[None, :] < HEAD_D), other=0.0)
+        kv_base = (head // groups) * stride_kh
+        m = tl.full([BLOCK_M], -1.0e30, tl.float32)
+        l = tl.zeros([BLOCK_M], tl.float32)
+        a = tl.zeros([BLOCK_M], tl.float32)
+        lmid = tl.zeros([BLOCK_M], tl.float32)
+        s0 = tl.zeros([BLOCK_M], tl.float32)
+        hi = n_keys
+        if CAUSAL:
+            hi = tl.minimum(n_keys, q_offset + (start_m + 1) * BLOCK_M)
+        for start_n in range(0, hi, BLOCK_N):
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            s, valid = _scores_block(q, K, kv_base, stride_kn, stride_kd, offs_n, offs_d, n_keys, qpos, qk_scale,
+                                     CAUSAL, HEAD_D, IEEE)
+            if start_n == 0:
+                s0 = tl.sum(tl.where(offs_n[None, :] == 0, s, 0.0), 1)
+            m_new = tl.maximum(m, tl.max(s, 1))
+            alpha = tl.exp2(m - m_new)
+            e = tl.exp2(s - m_new[:, None])  # 0 where masked
+            d = tl.where(valid, s - m_new[:, None], 0.0)
+            a = alpha * (a + (m - m_new) * l) + tl.sum(e * d, 1)
+            l = alpha * l + tl.sum(e, 1)
+            in_mid = (offs_n >= mid_lo) & (offs_n < mid_hi)
+            lmid = alpha * lmid + tl.sum(tl.where(in_mid[None, :], e, 0.0), 1)
+            m = m_new
+        inv = 1.0 / l
+        base = OUT + head * stride_oh + offs_m
+        tl.store(base, tl.log2(l) - a * inv, mask=rmask)  # entropy, bits
+        tl.store(base + stride_oc, inv, mask=rmask)  # concentration: the largest weight
+        tl.store(base + 2 * stride_oc, tl.exp2(s0 - m) * inv, mask=rmask)  # sink: weight on key 0
+        tl.store(base + 3 * stride_oc, lmid * inv, mask=rmask)  # middle-third mass
+        tl.store(base + 4 * stride_oc, m + tl.log2(l), mask=rmask)  # log2-sum-exp2 of the row
+
+    @triton.jit
+    def _sparse_rows(Q, K, LSE, KEYS, WEIGHTS, COUNTS, stride_qh, stride_qm, stride_qd, stride_kh, stride_kn,
+                     stride_kd, stride_lh, n_rows, n_keys, q_offset, row0, groups, qk_scale, threshold, R,
+                     CAUSAL: tl.constexpr, HEAD_D: tl.constexpr, BLOCK_D: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
+        """Rows row0 + [0, n_rows) of one head; buffers are [H, n_rows, R] / [H, n_rows]."""
+        start_m = tl.program_id(0)
+        head = tl.program_id(1)
+        local = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_m = row0 + local
+        offs_d = tl.arange(0, BLOCK_D)
+        rmask = local < n_rows
+        qpos = offs_m + q_offset
+        q = tl.load(Q + head * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                    mask=rmask[:, None] & (offs_d[None, :] < HEAD_D), other=0.0)
+        lse = tl.load(LSE + head * stride_lh + offs_m, mask=rmask, other=0.0)
+        kv_base = (head // groups) * stride_kh
+        out_row = (head * n_rows + local) * R
+        count = tl.zeros([BLOCK_M], tl.int32)
+        hi = n_keys
+        if CAUSAL:
+            hi = tl.minimum(n_keys, q_offset + row0 + (start_m + 1) * BLOCK_M)
+        for start_n in range(0, hi, BLOCK_N):
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            s, valid = _scores_block(q, K, kv_base, stride_kn, stride_kd, offs_n, offs_d, n_keys, qpos, qk_scale,
+                                     CAUSAL, HEAD_D, IEEE)
+            w = tl.exp2(s - lse[:, None])
+            keep = (w > threshold) & valid & rmask[:, None]
+            pos = count[:, None] + tl.cumsum(keep.to(tl.int32), 1) - 1
+            ok = keep & (pos < R)
+            tl.store(KEYS + out_row[:, None] + pos, offs_n[None, :] + tl.zeros([BLOCK_M, BLOCK_N], tl.int32), mask=ok)
+            tl.store(WEIGHTS + out_row[:, None] + pos, w, mask=ok)
+            count += tl.sum(keep.to(tl.int32), 1)
+        tl.store(COUNTS + head * n_rows + local, tl.minimum(count, R), mask=rmask)
+
+
+def _blocks(head_dim: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_D, num_warps) for a head size."""
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    if block_d <= 64:
+        return 128, 64, block_d, 4
+    if block_d <= 128:
+        return 128, 64, block_d, 8
+    return 64, 32, block_d, 8
+
+
+def fused_prompt_layer(query: torch.Tensor, key: torch.Tensor, scaling: float | None, causal: bool, threshold: float,
+                       cap: int, buffer_bytes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One layer's prompt statistics and sparse profile from query [1, H, P, d] and key
+    [1, Hkv, K, d] (queries are the last P of the K positions).
+
+    Returns (row statistics [5, H, P] float32 = entropy bits, concentration, sink, middle-third
+    mass, log2-sum-exp2; sparse counts [H, P] int64; keys [N] int64; weights [N] float32) with
+    the entries in (head, row, key) order. ``buffer_bytes`` bounds the sparse buffer of one
+    launch (rows are taken in chunks). One host sync (the compaction)."""
+    _, n_heads, n_rows, head_dim = query.shape
+    n_keys = key.shape[-2]
+    q, k = query[0], key[0]
+    if scaling is None:
+        scaling = head_dim ** -0.5
+    qk_scale = float(scaling) * LOG2E
+    groups = n_heads // key.shape[1]
+    q_offset = n_keys - n_rows
+    block_m, block_n, block_d, warps = _blocks(head_dim)
+    ieee = query.dtype == torch.float32
+    stats = torch.empty(5, n_heads, n_rows, dtype=torch.float32, device=query.device)
+    grid = (triton.cdiv(n_rows, block_m), n_heads)
+    _row_stats[grid](q, k, stats, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+                     stats.stride(0), stats.stride(1), n_rows, n_keys, q_offset, groups, qk_scale,
+                     n_keys // 3, (2 * n_keys) // 3, CAUSAL=causal, HEAD_D=head_dim, BLOCK_D=block_d,
+                     BLOCK_M=block_m, BLOCK_N=block_n, IEEE=ieee, num_warps=warps, num_stages=2)
+    lse = stats[4]
+    r = row_entries(threshold)
+    chunk = max(block_m, (buffer_bytes // max(1, n_heads * r * 8)) // block_m * block_m)
+    counts_parts, keys_parts, weight_parts = [], [], []
+    for row0 in range(0, n_rows, chunk):
+        rows = min(chunk, n_rows - row0)
+        keys_buf = torch.empty(n_heads, rows, r, dtype=torch.int32, device=query.device)
+        w_buf = torch.empty(n_heads, rows, r, dtype=torch.float32, device=query.device)
+        counts = torch.empty(n_heads, rows, dtype=torch.int32, device=query.device)
+        _sparse_rows[(triton.cdiv(rows, block_m), n_heads)](
+            q, k, lse, keys_buf, w_buf, counts, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
+            k.stride(2), lse.stride(0), rows, n_keys, q_offset, row0, groups, qk_scale, float(threshold), r,
+            CAUSAL=causal, HEAD_D=head_dim, BLOCK_D=block_d, BLOCK_M=block_m, BLOCK_N=block_n, IEEE=ieee,
+            num_warps=warps, num_stages=2)
+        slot = torch.arange(r, device=query.device)
+        if cap and cap < r:  # the cap largest of each row, keys kept ascending
+            w_masked = torch.where(slot < counts[..., None], w_buf, -1.0)
+            top_w, top_slot = torch.topk(w_masked, cap, dim=-1)
+            top_slot, order = torch.sort(top_slot, dim=-1)
+            w_buf, keys_buf = top_w.gather(-1, order), keys_buf.gather(-1, top_slot)
+            counts, slot = counts.clamp(max=cap), slot[:cap]
+        keep = slot < counts[..., None]
+        counts_parts.append(counts)
+        keys_parts.append(keys_buf[keep])
+        weight_parts.append(w_buf[keep])
+    counts = torch.cat(counts_parts, dim=1)
+    keys_flat, weights = torch.cat(keys_parts), torch.cat(weight_parts)
+    if len(counts_parts) > 1:  # chunks arrive in (chunk, head, row) order; CSR wants (head, row)
+        heads = torch.arange(n_heads, device=query.device)[:, None] * n_rows
+        row_id = torch.cat([(heads + i * chunk + torch.arange(c.shape[1], device=query.device)[None, :]).reshape(-1)
+                            for i, c in enumerate(counts_parts)])
+        per_entry = torch.repeat_interleave(row_id, torch.cat([c.reshape(-1) for c in counts_parts]).long())
+        order = torch.sort(per_entry, stable=True).indices
+        keys_flat, weights = keys_flat[order], weights[order]
+    return stats, counts.long(), keys_flat.long(), weights
