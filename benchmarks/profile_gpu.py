@@ -69,6 +69,20 @@ def main() -> None:
     def ours():
         corevital.analyze(model, pr, tok, max_new_tokens=n, min_new_tokens=n, prompt_telemetry=False)
 
+    def fixed_cost(fn_tokens) -> float:
+        fn_tokens(1)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(5):
+            fn_tokens(1)
+        torch.cuda.synchronize()
+        return (time.perf_counter() - t) / 5
+
+    one_plain = fixed_cost(lambda k: model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=k,
+                                                    min_new_tokens=k, do_sample=False, pad_token_id=0))
+    one_ours = fixed_cost(lambda k: corevital.analyze(model, pr, tok, max_new_tokens=k, min_new_tokens=k,
+                                                      prompt_telemetry=False))
+    print(f"one token (fixed cost per call): generate {one_plain * 1e3:.1f} ms, analyze {one_ours * 1e3:.1f} ms")
     for name, fn in (("sdpa generate", plain), ("analyze, no prompt telemetry", ours)):
         fn()
         torch.cuda.synchronize()

@@ -74,13 +74,13 @@ def test_fused_layer_equals_float64(dtype, heads, kv_heads, rows, keys, dim, cau
                      else torch.zeros(rows, keys, dtype=torch.bool), float("-inf")), -1) / math.log(2)
     np.testing.assert_allclose(stats[4].cpu().double().numpy(), lse.numpy(), atol=1e-4)
 
-    got_counts = counts.cpu()
+    got_counts = counts.cpu().long()
     clear = margin > 1e-5  # rows with no weight within float error of the threshold
     assert clear.float().mean() > 0.9
     assert torch.equal(got_counts[clear], want_counts[clear]), "same number of entries per row"
     assert int(got_counts.sum()) == key_idx.numel() == weights.numel()
     if bool(clear.all()):
-        assert torch.equal(key_idx.cpu(), want_keys), "same keys, (head, row, key) order"
+        assert torch.equal(key_idx.cpu().long(), want_keys), "same keys, (head, row, key) order"
         np.testing.assert_allclose(weights.cpu().double().numpy(), want_w.numpy(), atol=2e-6, rtol=2e-5)
     assert (weights > threshold).all()
     if cap:

@@ -69,7 +69,9 @@ def attention_scores(
     q_len, n_keys = query.shape[-2], key.shape[-2]
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
-    scores = _grouped_matmul(query[..., rows, :], key.transpose(-1, -2)) * scaling
+    scores = _grouped_matmul(query[..., rows, :], key.transpose(-1, -2))
+    if scaling != 1.0:
+        scores = scores * scaling
     position_bias = kwargs.get("position_bias")
     if position_bias is not None:  # T5 relative position bias
         bias = position_bias[..., :n_keys]
@@ -92,6 +94,29 @@ def attention_scores(
     if valid is not None:
         scores = scores.masked_fill(~valid, float("-inf"))
     return scores
+
+
+def step_row_scores(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None,
+    kwargs: dict[str, Any],
+) -> tuple[torch.Tensor, float]:
+    """Masked scores [H, S] of the last query row, and the factor still to multiply them by.
+
+    Where the scale commutes with the masking (no position bias, no soft-capping, no additive
+    float mask) the row is returned unscaled, so the collector scales every layer's row in one
+    op at the step's end; otherwise it is scaled here and the factor is 1."""
+    q_len = query.shape[-2]
+    last = slice(q_len - 1, q_len)
+    simple = (kwargs.get("position_bias") is None and kwargs.get("softcap") is None
+              and (attention_mask is None or attention_mask.dtype == torch.bool))
+    if simple:
+        scale = query.shape[-1] ** -0.5 if scaling is None else float(scaling)
+        return attention_scores(module, query, key, attention_mask, 1.0, kwargs, last)[0, :, -1, :], scale
+    return attention_scores(module, query, key, attention_mask, scaling, kwargs, last)[0, :, -1, :], 1.0
 
 
 def attention_probs(scores: torch.Tensor) -> torch.Tensor:
@@ -148,7 +173,6 @@ def corevital_attention(
     if entry is None:
         return out, None
     q_len = query.shape[-2]
-    last = slice(q_len - 1, q_len)
     if q_len > 1:  # a prompt pass: fused kernels on CUDA, else blocked over query tiles
         acc, step = collector.prompt_pass(entry, query.shape[1], key.shape[-2], query.device)  # type: ignore[union-attr]
         step_done = False
@@ -167,17 +191,15 @@ def corevital_attention(
                     scores = attention_scores(module, query, key[..., :upto, :], attention_mask, scaling, kwargs, rows,
                                               total_keys=n_keys)
                     acc.add(attention_probs(scores)[0], r0)
-                    if step and rows.stop == q_len:
-                        collector.on_step_scores(entry, scores[0, :, -1, :])  # type: ignore[union-attr]
+                    if step and rows.stop == q_len:  # a copy: the tile itself must not outlive this loop
+                        collector.on_step_scores(entry, scores[0, :, -1, :].clone())  # type: ignore[union-attr]
                         step_done = True
                     del scores
             collector.on_prompt_done(entry, acc)  # type: ignore[union-attr]
         if step and not step_done:
-            scores = attention_scores(module, query, key, attention_mask, scaling, kwargs, last)
-            collector.on_step_scores(entry, scores[0, :, -1, :])  # type: ignore[union-attr]
+            collector.on_step_scores(entry, *step_row_scores(module, query, key, attention_mask, scaling, kwargs))  # type: ignore[union-attr]
     elif entry[0].role != "encoder":
-        scores = attention_scores(module, query, key, attention_mask, scaling, kwargs, last)
-        collector.on_step_scores(entry, scores[0, :, -1, :])  # type: ignore[union-attr]
+        collector.on_step_scores(entry, *step_row_scores(module, query, key, attention_mask, scaling, kwargs))  # type: ignore[union-attr]
     return out, None
 
 

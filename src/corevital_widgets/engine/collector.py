@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import metrics
@@ -27,6 +28,19 @@ from .structure import ModelStructure, Stack, execution_device
 
 #: Final-layer vectors kept for repetition detection (newest + previous ones); never saved.
 REPETITION_BUFFER = 5
+
+
+def _to_host(t: torch.Tensor, pending: set[torch.device]) -> torch.Tensor:
+    """Start copying ``t`` to the host without waiting: a pinned buffer filled by an
+    asynchronous copy on the current stream (CUDA); the device joins ``pending``, and
+    :meth:`Collector.finish` synchronises it before anything reads the buffer. CPU tensors
+    are returned as they are."""
+    if t.device.type != "cuda":
+        return t
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t, non_blocking=True)
+    pending.add(t.device)
+    return host
 
 
 def _tensor_output(output: Any) -> torch.Tensor:
@@ -100,15 +114,16 @@ class Collector:
         self._handles: list[Any] = []
         self._buffers: dict[str, torch.Tensor] = {}
         self._pending_logp: torch.Tensor | None = None
-        self._scores: torch.Tensor | None = None  # [L, H, S_max] this step's masked score rows
-        self._scores_len = 0
-        self._step_vec: torch.Tensor | None = None  # [L, D] this step's vectors
+        # this step's masked score rows [H, S] per layer, with the softmax scale still to apply
+        self._step_rows: dict[int, tuple[torch.Tensor, float]] = {}
+        self._step_vecs: dict[int, torch.Tensor] = {}  # this step's vector [D] per layer
         self._window: torch.Tensor | None = None  # [REPETITION_BUFFER, D]
         self._prev_hidden: torch.Tensor | None = None  # prompt pass: previous layer [P, D]
         self._prompt_heads: dict[int, torch.Tensor] = {}
         self._layer_transformation: dict[int, torch.Tensor] = {}
         self._sparse: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._prompt_surprisal: torch.Tensor | None = None
+        self._pending_copies: set[torch.device] = set()  # devices with host copies in flight
 
     # -------------------------------------------------------------------- buffers
     def _buf(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, fill: float = 0.0) -> torch.Tensor:
@@ -140,9 +155,6 @@ class Collector:
 
     def _on_model_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self.step += 1
-        if self._scores is not None:  # rows may shrink (sliding-window caches): clear the last step's
-            self._scores[:, :, : self._scores_len] = float("-inf")
-            self._scores_len = 0
         if self.step >= self.max_steps:
             raise RuntimeError(f"generate ran more forwards ({self.step + 1}) than max_new_tokens={self.max_steps}")
         if self._pending_logp is not None:  # token chosen at the previous step is this input's last
@@ -179,12 +191,12 @@ class Collector:
     def _layer_output(self, stack: Stack, i: int, h: torch.Tensor) -> None:
         """h: [S, D] output of layer i (the last layer's output is the stack's final-normed one)."""
         if stack.role != "encoder":
-            if self._step_vec is None:
-                self._step_vec = torch.empty(stack.num_layers, h.shape[-1], dtype=torch.float32, device=h.device)
-            self._step_vec[i] = h[-1]
+            # decoding: keep the [D] view (no copy; stacked once at the step's end); a prompt
+            # pass copies its last row so the [P, D] states are not kept alive
+            self._step_vecs[i] = h[-1] if h.shape[0] == 1 else h[-1].clone()
         if self._in_prompt_pass(stack) and self._prev_hidden is not None:
             prev = self._prev_hidden if self._prev_hidden.device == h.device else self._prev_hidden.to(h.device)
-            self._layer_transformation[i] = metrics.layer_transformation(prev, h).cpu()
+            self._layer_transformation[i] = _to_host(metrics.layer_transformation(prev, h), self._pending_copies)
             self._prev_hidden = h
 
     def _make_layer_hook(self, stack: Stack, i: int) -> Callable:
@@ -211,9 +223,11 @@ class Collector:
         return hook
 
     def _finish_step_hidden(self) -> None:
-        vec = self._step_vec
-        assert vec is not None
-        t, dev, n_layers = self.step, vec.device, vec.shape[0]
+        vecs = [self._step_vecs[i] for i in range(len(self._step_vecs))]
+        self._step_vecs = {}
+        dev = vecs[0].device
+        vec = torch.stack([v.to(dev) for v in vecs]).float()  # [L, D]: one copy for all layers
+        t, n_layers = self.step, vec.shape[0]
         floats, flags = metrics.hidden_stats(vec)
         self._buf("hidden", (3, n_layers), torch.float32, dev)[t] = floats
         self._buf("hidden_flags", (2, n_layers), torch.bool, dev)[t] = flags
@@ -253,34 +267,47 @@ class Collector:
             acc = PromptAccumulator(n_heads, n_keys, n_keys, self.threshold, self.cap, device)  # where the layer lives
         return acc, step
 
-    def on_step_scores(self, entry: tuple[Stack, int], scores: torch.Tensor) -> None:
-        """Store one layer's masked pre-softmax scores [H, S] of the step's query row; all
-        layers are reduced together when the step's forward ends (one set of ops per step)."""
-        stack, layer = entry
-        n_heads, n_keys = scores.shape
-        if self._scores is None:
-            self._scores = torch.full((stack.num_layers, n_heads, n_keys + self.max_steps), float("-inf"),
-                                      dtype=torch.float32, device=scores.device)
-        self._scores[layer, :, :n_keys] = scores
-        self._scores_len = max(self._scores_len, n_keys)
+    def on_step_scores(self, entry: tuple[Stack, int], scores: torch.Tensor, scale: float = 1.0) -> None:
+        """Keep one layer's masked pre-softmax scores [H, S] of the step's query row (not
+        multiplied by ``scale`` yet); all layers are stacked, scaled and reduced together when the
+        step's forward ends (one set of ops per step, none per layer)."""
+        self._step_rows[entry[1]] = (scores, scale)
 
     def _finish_step_attention(self) -> None:
-        if self._scores is None:
+        if not self._step_rows:
             return
-        stats = metrics.step_attention_stats(self._scores[:, :, : self._scores_len])  # [3, L, H]
+        rows = [self._step_rows[i] for i in sorted(self._step_rows)]
+        self._step_rows = {}
+        dev = rows[0][0].device
+        mats = [r.to(dev) for r, _ in rows]
+        n_keys = max(m.shape[-1] for m in mats)
+        if any(m.shape[-1] != n_keys for m in mats):  # sliding-window layers keep shorter caches
+            mats = [F.pad(m, (0, n_keys - m.shape[-1]), value=float("-inf")) for m in mats]
+        if len({m.dtype for m in mats}) > 1:
+            mats = [m.float() for m in mats]
+        scores = torch.stack(mats).float()  # [L, H, S]
+        scales = [sc for _, sc in rows]
+        if len(set(scales)) == 1:
+            if scales[0] != 1.0:
+                scores.mul_(scales[0])
+        else:
+            scores.mul_(torch.tensor(scales, dtype=torch.float32).to(dev)[:, None, None])
+        stats = metrics.step_attention_stats(scores)  # [3, L, H]
         self._buf("head_stats", tuple(stats.shape), torch.float32, stats.device)[self.step] = stats
 
     def on_prompt_done(self, entry: tuple[Stack, int], acc: PromptAccumulator) -> None:
         """Keep a layer's prompt head statistics; move its sparse profile to the host now."""
         stack, layer = entry
-        self._prompt_heads[layer] = acc.head_stats().cpu()  # one copy per layer, prompt pass only
-        sp = acc.sparse()
-        counts, keys, weights = sp.counts.cpu(), sp.keys.cpu(), sp.weights.to(torch.float16).cpu()
+        pending = self._pending_copies
+        self._prompt_heads[layer] = _to_host(acc.head_stats(), pending)  # one copy per layer, prompt pass only
+        sp = acc.sparse()  # the layer's one host sync: the compaction's size
+        # the narrowest types that hold them (keys < P, counts <= 1/threshold): fewer bytes to copy
+        counts, keys, weights = sp.counts.to(torch.int32), sp.keys.to(torch.int32), sp.weights.to(torch.float16)
         if not self._sparse and not self.cap:
             self._choose_cap(stack, counts, keys.numel())
         if self.cap and acc.cap != self.cap:  # layers computed before the cap was chosen
             counts, keys, weights = metrics.cap_rows(counts, keys, weights, self.cap)
-        self._sparse[layer] = (counts, keys, weights)
+        self._sparse[layer] = (_to_host(counts, pending), _to_host(keys, pending), _to_host(weights, pending))
 
     def _choose_cap(self, stack: Stack, counts: torch.Tensor, n_entries: int) -> None:
         """After the first layer: if the uncapped profile of all layers would exceed
@@ -314,6 +341,9 @@ class Collector:
         def host(name: str) -> np.ndarray:
             return b[name][:n_steps].cpu().numpy()
 
+        for device in self._pending_copies:  # the prompt pass's asynchronous host copies
+            torch.cuda.synchronize(device)
+        self._pending_copies.clear()
         head = host("head_stats")
         head_entropy, head_concentration = head[:, 0], head[:, 1]
         prompt_heads = lt = psurp = counts = keys = vals = None

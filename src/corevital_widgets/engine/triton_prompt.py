@@ -162,12 +162,15 @@ if triton is not None:
             s, valid = _scores_block(q, K, kv_base, stride_kn, stride_kd, offs_n, offs_d, n_keys, qpos, qk_scale,
                                      CAUSAL, HEAD_D, IEEE)
             w = tl.exp2(s - lse[:, None])
-            keep = (w > threshold) & valid & rmask[:, None]
-            pos = count[:, None] + tl.cumsum(keep.to(tl.int32), 1) - 1
-            ok = keep & (pos < R)
-            tl.store(KEYS + out_row[:, None] + pos, offs_n[None, :] + tl.zeros([BLOCK_M, BLOCK_N], tl.int32), mask=ok)
-            tl.store(WEIGHTS + out_row[:, None] + pos, w, mask=ok)
-            count += tl.sum(keep.to(tl.int32), 1)
+            keep = ((w > threshold) & valid & rmask[:, None]).to(tl.int32)
+            n_keep = tl.sum(keep, 1)
+            if tl.max(n_keep, 0) > 0:  # most blocks hold no weight above the threshold: skip the scan
+                pos = count[:, None] + tl.cumsum(keep, 1) - 1
+                ok = (keep > 0) & (pos < R)
+                tl.store(KEYS + out_row[:, None] + pos, offs_n[None, :] + tl.zeros([BLOCK_M, BLOCK_N], tl.int32),
+                         mask=ok)
+                tl.store(WEIGHTS + out_row[:, None] + pos, w, mask=ok)
+                count += n_keep
         tl.store(COUNTS + head * n_rows + local, tl.minimum(count, R), mask=rmask)
 
 
@@ -187,7 +190,7 @@ def fused_prompt_layer(query: torch.Tensor, key: torch.Tensor, scaling: float | 
     [1, Hkv, K, d] (queries are the last P of the K positions).
 
     Returns (row statistics [5, H, P] float32 = entropy bits, concentration, sink, middle-third
-    mass, log2-sum-exp2; sparse counts [H, P] int64; keys [N] int64; weights [N] float32) with
+    mass, log2-sum-exp2; sparse counts [H, P] int32; keys [N] int32; weights [N] float32) with
     the entries in (head, row, key) order. ``buffer_bytes`` bounds the sparse buffer of one
     launch (rows are taken in chunks). One host sync (the compaction)."""
     _, n_heads, n_rows, head_dim = query.shape
@@ -240,4 +243,4 @@ def fused_prompt_layer(query: torch.Tensor, key: torch.Tensor, scaling: float | 
         per_entry = torch.repeat_interleave(row_id, torch.cat([c.reshape(-1) for c in counts_parts]).long())
         order = torch.sort(per_entry, stable=True).indices
         keys_flat, weights = keys_flat[order], weights[order]
-    return stats, counts.long(), keys_flat.long(), weights
+    return stats, counts, keys_flat, weights
