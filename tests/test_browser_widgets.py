@@ -526,15 +526,19 @@ def test_dataset_view_in_jupyterlab(lab, browser, smollm2_traceset):
         heat.locator(".cv-heat-source").select_option("lens")
         _wait_for(lambda: heat.get_attribute("data-value") == "lens_entropy", 5, "the lens view")
         T, L = want.layers.lens_entropy.shape
-        assert (heat.get_attribute("data-cells"), heat.get_attribute("data-rows"), heat.get_attribute("data-cols")) == (str(T * L), str(L), str(T))
+        cells = (heat.get_attribute("data-cells"), heat.get_attribute("data-rows"), heat.get_attribute("data-cols"))
+        assert cells == (str(T * L), str(L), str(T))
         box = heat.locator("canvas").bounding_box()
         heat.locator("canvas").hover(position={"x": 34 + 2, "y": 16 + 2})  # step 0, layer 0 (lensLayout's margins)
         tip = heat.locator(".cv-tip")
         tip.wait_for(state="visible", timeout=5_000)
         assert tip.inner_text().startswith("step 0") and "layer 0" in tip.inner_text() and "top-1" in tip.inner_text()
-        assert box["width"] > 0
-        heat.locator("canvas").click(position={"x": 34 + 2, "y": 16 + 2})
-        _wait_for(lambda: heat.get_attribute("data-value") == "lens_entropy", 2, "still the lens")
+        # a click on a cell selects its step (and layer): the timeline follows
+        cw, ch = (box["width"] - 40) / T, (box["height"] - 20) / L  # lensLayout: 34 + 6 px margins across, 16 + 4 down
+        s_click = min(2, T - 1)
+        heat.locator("canvas").click(position={"x": 34 + (s_click + 0.5) * cw, "y": 16 + 3.5 * ch})
+        _wait_for(lambda: dash.locator(".cv-timeline").get_attribute("data-step") == str(s_click), 5, "the clicked step")
+        assert heat.get_attribute("data-value") == "lens_entropy"
         pg.screenshot(path=str(ARTIFACTS / "e2e_dataset.png"), full_page=True)
 
         # a second row replaces the trace

@@ -26,6 +26,12 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def risk_kind_label(kind: str) -> str:
+    """How a RiskModel's ``kind`` is shown: ``"calibrated"`` for fitted coefficients,
+    ``"uncalibrated heuristic"`` for the seed's heuristic."""
+    return "uncalibrated heuristic" if kind == "heuristic" else "calibrated"
+
+
 @dataclass(frozen=True)
 class TraceRisk:
     """The risk of a wrong answer shown for one trace (by ``trace.summary()`` and the health badge).
@@ -45,7 +51,7 @@ class TraceRisk:
 
     @property
     def label(self) -> str:
-        return "calibrated" if self.calibrated else "uncalibrated heuristic"
+        return risk_kind_label(self.kind)
 
     @property
     def description(self) -> str:

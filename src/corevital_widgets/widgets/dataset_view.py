@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import traitlets
 
+from ..trace.summary import risk_kind_label
 from .components import TraceWidget
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -205,7 +206,7 @@ class DatasetView(TraceWidget):
         self._frame = self._build_frame(ts, extra, correct)
         self.columns = {
             "risk_kind": None if risk_model is None else risk_model.kind,
-            "risk_label": None if risk_model is None else ("uncalibrated heuristic" if risk_model.kind == "heuristic" else "calibrated"),
+            "risk_label": None if risk_model is None else risk_kind_label(risk_model.kind),
             "graded": any(c is not None for c in correct),
             "has_expected": bool(self._frame["expected"].notna().any()),
             "n": n,
