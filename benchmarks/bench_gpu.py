@@ -236,6 +236,15 @@ def main() -> None:
             finally:
                 model.set_attn_implementation("sdpa")
 
+        def gen_swapped():  # our attention function registered, nothing collected: what the swap alone costs
+            from corevital_widgets.engine.attention import register
+
+            model.set_attn_implementation(register())
+            try:
+                return gen_sdpa()
+            finally:
+                model.set_attn_implementation("sdpa")
+
         def ours(telemetry=True):
             return lambda: corevital.analyze(model, prompt, tok, max_new_tokens=n, min_new_tokens=n,
                                              prompt_telemetry=telemetry, attention_tile_bytes=tile)
@@ -244,10 +253,11 @@ def main() -> None:
             runs = None
         else:
             gen_sdpa(), ours()()  # warm-up
-            runs = {"sdpa": [], "ours": [], "ours_no_prompt": []}
+            runs = {"sdpa": [], "swap": [], "ours": [], "ours_no_prompt": []}
         for _ in range(args.repeats if runs is not None else 0):
             # alternate, so drift hits all alike
             runs["sdpa"].append(cuda_time(gen_sdpa))
+            runs["swap"].append(cuda_time(gen_swapped))
             runs["ours"].append(cuda_time(ours(True)))
             runs["ours_no_prompt"].append(cuda_time(ours(False)))
         if runs is not None:
@@ -256,9 +266,13 @@ def main() -> None:
             print(f"decode: generate {n} tokens after a {p}-token prompt (median of {args.repeats}, alternating)")
             print(f"  SDPA generate                          {fmt(med['sdpa'])}")
             print(f"  eager + all attentions/hidden returned {fmt(eager, med['sdpa'])}")
+            print(f"  our attention function, no collection  {fmt(med['swap'], med['sdpa'])}")
             print(f"  corevital.analyze, all metrics         {fmt(med['ours'], med['sdpa'])}")
             print(f"  corevital.analyze, no prompt telemetry {fmt(med['ours_no_prompt'], med['sdpa'])}")
             ratios = [o[0] / s[0] for o, s in zip(runs["ours_no_prompt"], runs["sdpa"])]
+            print(f"  median of per-run ratios: analyze/SDPA {statistics.median(ratios):.3f}, "
+                  f"swap/SDPA {statistics.median(w[0] / s[0] for w, s in zip(runs['swap'], runs['sdpa'])):.3f}, "
+                  f"analyze/swap {statistics.median(o[0] / w[0] for o, w in zip(runs['ours_no_prompt'], runs['swap'])):.3f}")
             print(f"  per-step-metrics ratio (no prompt telemetry) per run: {', '.join(f'{r:.3f}' for r in ratios)}")
 
         print("prompt telemetry: time, extra peak GPU memory (ratios vs SDPA forward)")

@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--decode-tokens", type=int, default=32)
     ap.add_argument("--rows", type=int, default=25)
     ap.add_argument("--skip-prompt", action="store_true")
+    ap.add_argument("--cprofile", action="store_true", help="Python-level profile of the decode runs instead")
     args = ap.parse_args()
     acts = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
 
@@ -83,7 +84,31 @@ def main() -> None:
     one_ours = fixed_cost(lambda k: corevital.analyze(model, pr, tok, max_new_tokens=k, min_new_tokens=k,
                                                       prompt_telemetry=False))
     print(f"one token (fixed cost per call): generate {one_plain * 1e3:.1f} ms, analyze {one_ours * 1e3:.1f} ms")
-    for name, fn in (("sdpa generate", plain), ("analyze, no prompt telemetry", ours)):
+    def ours_fn_only():  # our attention function registered, nothing collected: its own cost
+        from corevital_widgets.engine.attention import register
+
+        model.set_attn_implementation(register())
+        try:
+            plain()
+        finally:
+            model.set_attn_implementation("sdpa")
+
+    if args.cprofile:
+        import cProfile
+        import pstats
+
+        for name, fn in (("sdpa generate", plain), ("analyze", ours)):
+            fn()
+            prof = cProfile.Profile()
+            prof.enable()
+            fn()
+            torch.cuda.synchronize()
+            prof.disable()
+            print(f"--- cProfile: {name}")
+            pstats.Stats(prof).sort_stats("tottime").print_stats(args.rows)
+        return
+    for name, fn in (("sdpa generate", plain), ("registered attention function only", ours_fn_only),
+                     ("analyze, no prompt telemetry", ours)):
         fn()
         torch.cuda.synchronize()
         times = []

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import metrics
 from .triton_prompt import fused_prompt_layer, fused_prompt_supported
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,17 +33,6 @@ ATTENTION_NAME = "corevital"
 ACTIVE_COLLECTOR: ContextVar["Collector | None"] = ContextVar("corevital_active_collector", default=None)
 
 _registered = False
-
-
-def _grouped_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a [B, H, q, x] @ b [B, Hkv, x, y] for grouped-query attention (H = Hkv * groups, heads
-    of a group adjacent) without repeating b per head: a is viewed as [B, Hkv, groups*q, x]."""
-    bsz, heads, q_len, _ = a.shape
-    kv_heads = b.shape[1]
-    if kv_heads == heads:
-        return torch.matmul(a, b)
-    out = torch.matmul(a.reshape(bsz, kv_heads, (heads // kv_heads) * q_len, a.shape[-1]), b)
-    return out.reshape(bsz, heads, q_len, b.shape[-1])
 
 
 def _causal_valid(q_len: int, n_keys: int, rows: slice, device: torch.device, total_keys: int | None = None) -> torch.Tensor:
@@ -69,7 +59,7 @@ def attention_scores(
     q_len, n_keys = query.shape[-2], key.shape[-2]
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
-    scores = _grouped_matmul(query[..., rows, :], key.transpose(-1, -2))
+    scores = metrics.grouped_matmul(query[..., rows, :], key.transpose(-1, -2))
     if scaling != 1.0:
         scores = scores * scaling
     position_bias = kwargs.get("position_bias")
@@ -152,7 +142,7 @@ def layer_output(
         probs = attention_probs(attention_scores(module, query, key, attention_mask, scaling, kwargs)).to(value.dtype)
         if p:
             probs = F.dropout(probs, p=p, training=True)
-        out = _grouped_matmul(probs, value)
+        out = metrics.grouped_matmul(probs, value)
     return out.transpose(1, 2).contiguous()
 
 
@@ -199,7 +189,12 @@ def corevital_attention(
         if step and not step_done:
             collector.on_step_scores(entry, *step_row_scores(module, query, key, attention_mask, scaling, kwargs))  # type: ignore[union-attr]
     elif entry[0].role != "encoder":
-        collector.on_step_scores(entry, *step_row_scores(module, query, key, attention_mask, scaling, kwargs))  # type: ignore[union-attr]
+        if attention_mask is None and kwargs.get("position_bias") is None and kwargs.get("softcap") is None:
+            # a decode step: keep references only; every layer's row is computed at the step's end
+            scale = query.shape[-1] ** -0.5 if scaling is None else float(scaling)
+            collector.on_step_query(entry, query[0, :, -1, :], key[0], scale)  # type: ignore[union-attr]
+        else:
+            collector.on_step_scores(entry, *step_row_scores(module, query, key, attention_mask, scaling, kwargs))  # type: ignore[union-attr]
     return out, None
 
 

@@ -26,6 +26,10 @@ from .prompt_attention import DEFAULT_TILE_BYTES, PromptAccumulator, tile_rows
 DEFAULT_MAX_SPARSE_BYTES = 512 * 2**20
 from .structure import ModelStructure, Stack, execution_device
 
+#: Largest stack of one decode step's keys (all layers) scored in one batched matmul, bytes;
+#: longer caches are scored layer by layer (they are GPU-bound, not launch-bound, anyway).
+STEP_BATCH_BYTES = 256 * 2**20
+
 #: Final-layer vectors kept for repetition detection (newest + previous ones); never saved.
 REPETITION_BUFFER = 5
 
@@ -116,6 +120,8 @@ class Collector:
         self._pending_logp: torch.Tensor | None = None
         # this step's masked score rows [H, S] per layer, with the softmax scale still to apply
         self._step_rows: dict[int, tuple[torch.Tensor, float]] = {}
+        # decode steps: per layer the query row [H, d], the keys [Hkv, S, d] and the softmax scale
+        self._step_queries: dict[int, tuple[torch.Tensor, torch.Tensor, float]] = {}
         self._step_vecs: dict[int, torch.Tensor] = {}  # this step's vector [D] per layer
         self._window: torch.Tensor | None = None  # [REPETITION_BUFFER, D]
         self._prev_hidden: torch.Tensor | None = None  # prompt pass: previous layer [P, D]
@@ -273,25 +279,54 @@ class Collector:
         step's forward ends (one set of ops per step, none per layer)."""
         self._step_rows[entry[1]] = (scores, scale)
 
+    def on_step_query(self, entry: tuple[Stack, int], query: torch.Tensor, key: torch.Tensor, scale: float) -> None:
+        """Keep references to one layer's query row [H, d] and keys [Hkv, S, d] of a decode step
+        (no copy, no op); their score rows are computed for all layers at once at the step's end."""
+        self._step_queries[entry[1]] = (query, key, scale)
+
+    def _score_rows_of_queries(self) -> tuple[torch.Tensor, list[float]] | None:
+        """Score rows (unscaled; decode rows have no mask) of the step's kept queries: one
+        batched matmul over all layers when they share a device, shapes and dtype and their
+        stacked keys fit STEP_BATCH_BYTES — returned as ([L, H, S], scales); otherwise one
+        matmul per layer, into ``_step_rows``, and None."""
+        kept = self._step_queries
+        self._step_queries = {}
+        items = [(i, *kept[i]) for i in sorted(kept)]
+        q0, k0 = items[0][1], items[0][2]
+        uniform = all(q.shape == q0.shape and k.shape == k0.shape and q.device == q0.device and k.dtype == k0.dtype
+                      for _, q, k, _ in items)
+        if uniform and not self._step_rows and len(items) * k0.numel() * k0.element_size() <= STEP_BATCH_BYTES:
+            q = torch.stack([q for _, q, _, _ in items])[:, :, None, :]  # [L, H, 1, d]
+            k = torch.stack([k for _, _, k, _ in items])  # [L, Hkv, S, d]
+            return metrics.grouped_matmul(q, k.transpose(-1, -2))[:, :, 0, :], [sc for *_, sc in items]
+        for i, q, k, scale in items:
+            self._step_rows[i] = (metrics.grouped_matmul(q[None, :, None, :], k[None].transpose(-1, -2))[0, :, 0, :], scale)
+        return None
+
     def _finish_step_attention(self) -> None:
-        if not self._step_rows:
+        batched = self._score_rows_of_queries() if self._step_queries else None
+        if batched is not None:
+            scores, scales = batched
+            scores = scores.float()
+        elif self._step_rows:
+            rows = [self._step_rows[i] for i in sorted(self._step_rows)]
+            dev = rows[0][0].device
+            mats = [r.to(dev) for r, _ in rows]  # at most one copy per layer (layers on other devices)
+            n_keys = max(m.shape[-1] for m in mats)
+            if any(m.shape[-1] != n_keys for m in mats):  # sliding-window layers keep shorter caches
+                mats = [F.pad(m, (0, n_keys - m.shape[-1]), value=float("-inf")) for m in mats]
+            if len({m.dtype for m in mats}) > 1:
+                mats = [m.float() for m in mats]
+            scores = torch.stack(mats).float()  # [L, H, S]
+            scales = [sc for _, sc in rows]
+        else:
             return
-        rows = [self._step_rows[i] for i in sorted(self._step_rows)]
         self._step_rows = {}
-        dev = rows[0][0].device
-        mats = [r.to(dev) for r, _ in rows]
-        n_keys = max(m.shape[-1] for m in mats)
-        if any(m.shape[-1] != n_keys for m in mats):  # sliding-window layers keep shorter caches
-            mats = [F.pad(m, (0, n_keys - m.shape[-1]), value=float("-inf")) for m in mats]
-        if len({m.dtype for m in mats}) > 1:
-            mats = [m.float() for m in mats]
-        scores = torch.stack(mats).float()  # [L, H, S]
-        scales = [sc for _, sc in rows]
         if len(set(scales)) == 1:
             if scales[0] != 1.0:
                 scores.mul_(scales[0])
         else:
-            scores.mul_(torch.tensor(scales, dtype=torch.float32).to(dev)[:, None, None])
+            scores.mul_(torch.tensor(scales, dtype=torch.float32).to(scores.device)[:, None, None])
         stats = metrics.step_attention_stats(scores)  # [3, L, H]
         self._buf("head_stats", tuple(stats.shape), torch.float32, stats.device)[self.step] = stats
 

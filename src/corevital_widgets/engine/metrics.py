@@ -76,6 +76,17 @@ def prompt_surprisal_bits(hidden: torch.Tensor, lm_head: torch.nn.Module, next_i
 
 
 # -------------------------------------------------------------------------- attention
+def grouped_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a [B, H, q, x] @ b [B, Hkv, x, y] for grouped-query attention (H = Hkv * groups, heads
+    of a group adjacent) without repeating b per head: a is viewed as [B, Hkv, groups*q, x]."""
+    bsz, heads, q_len, _ = a.shape
+    kv_heads = b.shape[1]
+    if kv_heads == heads:
+        return torch.matmul(a, b)
+    out = torch.matmul(a.reshape(bsz, kv_heads, (heads // kv_heads) * q_len, a.shape[-1]), b)
+    return out.reshape(bsz, heads, q_len, b.shape[-1])
+
+
 def attention_row_stats(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row entropy (bits) and concentration (largest weight) of attention rows [..., S]."""
     return entropy_bits(weights), weights.amax(-1)
