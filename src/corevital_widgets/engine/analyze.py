@@ -203,8 +203,8 @@ def analyze(
                 if structure.is_encoder_decoder:
                     generated = generated[1:]  # drop the decoder start token
                 n_steps = int(generated.shape[0])
-                if n_steps and collector._pending_logp is not None:
-                    collector.record_surprisal(n_steps - 1, generated[-1])
+                if n_steps:
+                    collector.record_token(n_steps - 1, generated[-1])
                 arrays = collector.finish(n_steps)
         finally:
             collector.remove()

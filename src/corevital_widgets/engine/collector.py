@@ -16,7 +16,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import metrics
@@ -24,14 +23,12 @@ from .prompt_attention import DEFAULT_TILE_BYTES, PromptAccumulator, tile_rows
 
 #: Default ceiling for the sparse prompt attention of a run (uncapped estimate), bytes.
 DEFAULT_MAX_SPARSE_BYTES = 512 * 2**20
+from .step_chunks import StepChunks, pad_rows
 from .structure import ModelStructure, Stack, execution_device
 
 #: Largest stack of one decode step's keys (all layers) scored in one batched matmul, bytes;
 #: longer caches are scored layer by layer (they are GPU-bound, not launch-bound, anyway).
 STEP_BATCH_BYTES = 256 * 2**20
-
-#: Final-layer vectors kept for repetition detection (newest + previous ones); never saved.
-REPETITION_BUFFER = 5
 
 
 def _to_host(t: torch.Tensor, pending: set[torch.device]) -> torch.Tensor:
@@ -116,14 +113,15 @@ class Collector:
         self.step = -1  # index of the forward being run (= generation step)
         self.attention_calls = 0
         self._handles: list[Any] = []
-        self._buffers: dict[str, torch.Tensor] = {}
-        self._pending_logp: torch.Tensor | None = None
+        lm_head = structure.lm_head if logit_lens else None
+        self.chunks = StepChunks(max_steps, top_k, lm_head=lm_head, final_norm=structure.final_norm,
+                                 lens_scale=lens_scale, lens_device=execution_device(lm_head) if lm_head is not None else None)
+        self._tokens_known = 0  # steps whose chosen token is recorded
         # this step's masked score rows [H, S] per layer, with the softmax scale still to apply
         self._step_rows: dict[int, tuple[torch.Tensor, float]] = {}
         # decode steps: per layer the query row [H, d], the keys [Hkv, S, d] and the softmax scale
         self._step_queries: dict[int, tuple[torch.Tensor, torch.Tensor, float]] = {}
         self._step_vecs: dict[int, torch.Tensor] = {}  # this step's vector [D] per layer
-        self._window: torch.Tensor | None = None  # [REPETITION_BUFFER, D]
         self._prev_hidden: torch.Tensor | None = None  # prompt pass: previous layer [P, D]
         self._prompt_heads: dict[int, torch.Tensor] = {}
         self._layer_transformation: dict[int, torch.Tensor] = {}
@@ -131,14 +129,7 @@ class Collector:
         self._prompt_surprisal: torch.Tensor | None = None
         self._pending_copies: set[torch.device] = set()  # devices with host copies in flight
 
-    # -------------------------------------------------------------------- buffers
-    def _buf(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, fill: float = 0.0) -> torch.Tensor:
-        buf = self._buffers.get(name)
-        if buf is None:
-            buf = torch.full((self.max_steps, *shape), fill, dtype=dtype, device=device)
-            self._buffers[name] = buf
-        return buf
-
+    # ------------------------------------------------------------------ steps
     def _in_prompt_pass(self, stack: Stack) -> bool:
         return self.prompt_telemetry and (stack.role == "encoder" or (stack.role == "causal" and self.step == 0))
 
@@ -163,28 +154,22 @@ class Collector:
         self.step += 1
         if self.step >= self.max_steps:
             raise RuntimeError(f"generate ran more forwards ({self.step + 1}) than max_new_tokens={self.max_steps}")
-        if self._pending_logp is not None:  # token chosen at the previous step is this input's last
+        if self.step > 0:  # the token chosen at the previous step is this input's last
             ids = kwargs.get("decoder_input_ids")
             if ids is None:
                 ids = kwargs.get("input_ids", args[0] if args else None)
             if ids is not None:
-                self.record_surprisal(self.step - 1, ids[0, -1])
+                self.record_token(self.step - 1, ids[0, -1])
+        if self.chunks.ready(self.step):  # a full chunk whose tokens are all known: reduce it
+            self.chunks.reduce(self._tokens_known)
 
-    def record_surprisal(self, step: int, token: torch.Tensor) -> None:
-        assert self._pending_logp is not None
-        buf = self._buf("surprisal", (), torch.float32, self._pending_logp.device, float("nan"))
-        buf[step] = metrics.token_surprisal_bits(self._pending_logp, token.to(self._pending_logp.device))
+    def record_token(self, step: int, token: torch.Tensor) -> None:
+        """The token chosen at ``step`` (for its surprisal)."""
+        self.chunks.put_token(step, token)
+        self._tokens_known = step + 1
 
     def _on_model_out(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        logits = output.logits[0, -1]
-        dev = logits.device
-        stats, ids, probs, logp = metrics.output_distribution(logits, self.top_k)
-        t = self.step
-        self._buf("step_stats", (5,), torch.float32, dev)[t] = stats
-        self._buf("top_k_ids", (self.top_k,), torch.int64, dev)[t] = ids
-        self._buf("top_k_probs", (self.top_k,), torch.float32, dev)[t] = probs
-        self._buf("logit_flags", (2,), torch.bool, dev)[t] = torch.stack([torch.isnan(logits).any(), torch.isinf(logits).any()])
-        self._pending_logp = logp
+        self.chunks.put_logits(self.step, output.logits[0, -1])
 
     def _make_first_pre(self, stack: Stack) -> Callable:
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -223,33 +208,20 @@ class Collector:
                 self._prompt_surprisal = metrics.prompt_surprisal_bits(
                     h[:-1].to(head_device), self.structure.lm_head, ids[1:].to(head_device))
             if stack.role != "encoder":
-                self._finish_step_hidden()
-                self._finish_step_attention()
+                self._finish_step()
 
         return hook
 
-    def _finish_step_hidden(self) -> None:
+    def _finish_step(self) -> None:
+        """End of a step's forward through the layers: hand its raw score rows and layer
+        vectors to the chunk (copies only; the metrics are computed per chunk)."""
+        rows = self._step_score_matrix()
+        self.chunks.begin_step(self.step, tuple(rows[0].shape) if rows is not None else None)  # type: ignore[arg-type]
+        if rows is not None:
+            self.chunks.put_scores(self.step, *rows)
         vecs = [self._step_vecs[i] for i in range(len(self._step_vecs))]
         self._step_vecs = {}
-        dev = vecs[0].device
-        vec = torch.stack([v.to(dev) for v in vecs]).float()  # [L, D]: one copy for all layers
-        t, n_layers = self.step, vec.shape[0]
-        floats, flags = metrics.hidden_stats(vec)
-        self._buf("hidden", (3, n_layers), torch.float32, dev)[t] = floats
-        self._buf("hidden_flags", (2, n_layers), torch.bool, dev)[t] = flags
-        if self._window is None:
-            self._window = torch.zeros(REPETITION_BUFFER, vec.shape[1], dtype=torch.float32, device=dev)
-        if self.logit_lens and self.structure.lm_head is not None:
-            head_dev = execution_device(self.structure.lm_head)
-            ent, top1 = metrics.logit_lens(vec.to(head_dev), self.structure.final_norm, self.structure.lm_head,
-                                           scale=self.lens_scale)
-            self._buf("lens_entropy", (n_layers,), torch.float32, head_dev)[t] = ent
-            self._buf("lens_top1", (n_layers,), torch.int64, head_dev)[t] = top1
-        self._window[t % REPETITION_BUFFER] = vec[-1]
-        rep = self._buf("repetition", (), torch.float32, dev, float("nan"))
-        if t >= 3:
-            order = [(t - i) % REPETITION_BUFFER for i in range(4)]
-            rep[t] = metrics.repetition_similarity(self._window[order])
+        self.chunks.put_hidden(self.step, vecs)
 
     # ----------------------------------------------------------------- attention
     def entry_of(self, module: nn.Module) -> tuple[Stack, int] | None:
@@ -303,32 +275,17 @@ class Collector:
             self._step_rows[i] = (metrics.grouped_matmul(q[None, :, None, :], k[None].transpose(-1, -2))[0, :, 0, :], scale)
         return None
 
-    def _finish_step_attention(self) -> None:
+    def _step_score_matrix(self) -> tuple[torch.Tensor, list[float]] | None:
+        """This step's score rows of all layers [L, H, S] (unscaled) and each layer's scale."""
         batched = self._score_rows_of_queries() if self._step_queries else None
         if batched is not None:
-            scores, scales = batched
-            scores = scores.float()
-        elif self._step_rows:
-            rows = [self._step_rows[i] for i in sorted(self._step_rows)]
-            dev = rows[0][0].device
-            mats = [r.to(dev) for r, _ in rows]  # at most one copy per layer (layers on other devices)
-            n_keys = max(m.shape[-1] for m in mats)
-            if any(m.shape[-1] != n_keys for m in mats):  # sliding-window layers keep shorter caches
-                mats = [F.pad(m, (0, n_keys - m.shape[-1]), value=float("-inf")) for m in mats]
-            if len({m.dtype for m in mats}) > 1:
-                mats = [m.float() for m in mats]
-            scores = torch.stack(mats).float()  # [L, H, S]
-            scales = [sc for _, sc in rows]
-        else:
-            return
+            return batched
+        if not self._step_rows:
+            return None
+        rows = [self._step_rows[i] for i in sorted(self._step_rows)]
         self._step_rows = {}
-        if len(set(scales)) == 1:
-            if scales[0] != 1.0:
-                scores.mul_(scales[0])
-        else:
-            scores.mul_(torch.tensor(scales, dtype=torch.float32).to(scores.device)[:, None, None])
-        stats = metrics.step_attention_stats(scores)  # [3, L, H]
-        self._buf("head_stats", tuple(stats.shape), torch.float32, stats.device)[self.step] = stats
+        dev = rows[0][0].device
+        return pad_rows([r.to(dev) for r, _ in rows]), [sc for _, sc in rows]  # one copy per layer on another device
 
     def on_prompt_done(self, entry: tuple[Stack, int], acc: PromptAccumulator) -> None:
         """Keep a layer's prompt head statistics; move its sparse profile to the host now."""
@@ -364,7 +321,8 @@ class Collector:
     # ---------------------------------------------------------------------- finish
     def finish(self, n_steps: int) -> CollectedArrays:
         """Trim to the ``n_steps`` generated tokens and copy everything to the host."""
-        b = self._buffers
+        self.chunks.reduce(self._tokens_known)
+        b = self.chunks.out
         missing = [k for k in ("step_stats", "hidden", "head_stats") if k not in b]
         if missing:
             raise ValueError(
@@ -390,8 +348,6 @@ class Collector:
             counts = torch.stack([self._sparse[i][0] for i in range(n)]).numpy()
             keys = torch.cat([self._sparse[i][1] for i in range(n)]).numpy()
             vals = torch.cat([self._sparse[i][2] for i in range(n)]).numpy()
-        if "surprisal" not in b:  # no token was recorded (nothing generated)
-            self._buf("surprisal", (), torch.float32, b["step_stats"].device, float("nan"))
         return CollectedArrays(
             step_stats=host("step_stats"),
             surprisal=host("surprisal"),

@@ -30,30 +30,31 @@ def entropy_bits_from_logp(logp: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------ output distribution
 def output_distribution(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Metrics of the next-token distribution of raw logits [V] (before any warping).
+    """Metrics of next-token distributions from raw logits [..., V] (before any warping).
 
-    Returns (stats [5] float32 = entropy bits, top-k margin p1-p2, top-k mass, max prob,
-    perplexity 2**entropy; top_k ids [k]; top_k probs [k]; log-probs [V] float32).
+    Returns (stats [..., 5] float32 = entropy bits, top-k margin p1-p2, top-k mass, max prob,
+    perplexity 2**entropy; top_k ids [..., k]; top_k probs [..., k]; log-probs [..., V] float32).
     """
     logp = torch.log_softmax(logits.float(), dim=-1)
     ent = entropy_bits_from_logp(logp)
-    top_logp, ids = torch.topk(logp, k)  # exp is monotonic: same order, only k exps
+    top_logp, ids = torch.topk(logp, k, dim=-1)  # exp is monotonic: same order, only k exps
     probs = top_logp.exp()
-    second = probs[1] if k > 1 else torch.zeros_like(probs[0])
-    stats = torch.stack([ent, probs[0] - second, probs.sum(), probs[0], torch.exp2(ent)])
+    first = probs[..., 0]
+    second = probs[..., 1] if k > 1 else torch.zeros_like(first)
+    stats = torch.stack([ent, first - second, probs.sum(-1), first, torch.exp2(ent)], dim=-1)
     return stats, ids, probs, logp
 
 
 def logit_lens(hidden: torch.Tensor, final_norm: torch.nn.Module | None, lm_head: torch.nn.Module,
                normed_last: bool = True, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logit lens of one step: per-layer hidden vectors [L, D] decoded through the final norm
-    and the unembedding. Returns (entropy bits [L], top-1 token id [L]); the [L, V] logits live
-    only inside this call. With ``normed_last`` the last vector is already final-normed
-    (transformers' last hidden state) and is not normed again."""
+    """Logit lens: per-layer hidden vectors [..., L, D] decoded through the final norm and the
+    unembedding. Returns (entropy bits [..., L], top-1 token id [..., L]); the [..., L, V]
+    logits live only inside this call. With ``normed_last`` the last layer's vector is already
+    final-normed (transformers' last hidden state) and is not normed again."""
     h = hidden.to(lm_head.weight.dtype)
     if final_norm is not None:
-        normed = final_norm(h[:-1] if normed_last else h)
-        h = torch.cat([normed, h[-1:]]) if normed_last else normed
+        normed = final_norm(h[..., :-1, :] if normed_last else h)
+        h = torch.cat([normed, h[..., -1:, :]], dim=-2) if normed_last else normed
     logp = torch.log_softmax(lm_head(h * scale if scale != 1.0 else h).float(), dim=-1)
     return entropy_bits_from_logp(logp), logp.argmax(-1)
 
@@ -93,12 +94,12 @@ def attention_row_stats(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 def step_attention_stats(scores: torch.Tensor) -> torch.Tensor:
-    """Statistics of the step's attention rows of every layer at once, from their masked
-    pre-softmax scores [L, H, S] (masked or absent keys at -inf).
+    """Statistics of steps' attention rows of every layer, from their masked pre-softmax
+    scores [..., L, H, S] (masked or absent keys at -inf).
 
-    Returns [3, L, H] float32: entropy (bits) and concentration of the softmax row, and the
-    population variance of the scores over the row's keys (the pre-softmax-variance signal).
-    A NaN score makes that head's entropy NaN."""
+    Returns [..., 3, L, H] float32: entropy (bits) and concentration of the softmax row, and
+    the population variance of the scores over the row's keys (the pre-softmax-variance
+    signal). A NaN score makes that head's entropy NaN."""
     s = scores.float()
     weights = torch.softmax(s, dim=-1)
     ent, conc = attention_row_stats(weights)
@@ -107,7 +108,7 @@ def step_attention_stats(scores: torch.Tensor) -> torch.Tensor:
     x = torch.where(valid, s, torch.zeros((), dtype=s.dtype, device=s.device))
     mean = x.sum(-1) / n
     var = torch.where(valid, (x - mean.unsqueeze(-1)) ** 2, torch.zeros((), dtype=s.dtype, device=s.device)).sum(-1) / n
-    return torch.stack([ent, conc, var])
+    return torch.stack([ent, conc, var], dim=-3)
 
 
 def prompt_head_partials(weights: torch.Tensor, n_keys: int) -> torch.Tensor:
@@ -169,11 +170,11 @@ def cap_rows(counts: torch.Tensor, keys: torch.Tensor, weights: torch.Tensor, ca
 
 # ----------------------------------------------------------------------- hidden states
 def hidden_stats(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summaries of hidden vectors [L, D]: (float [3, L] = L2 norm, population std, mean;
-    bool [2, L] = any NaN, any Inf)."""
+    """Summaries of hidden vectors [..., L, D]: (float [..., 3, L] = L2 norm, population std,
+    mean; bool [..., 2, L] = any NaN, any Inf)."""
     hf = h.float()
-    floats = torch.stack([torch.linalg.vector_norm(hf, dim=-1), hf.std(-1, correction=0), hf.mean(-1)])
-    flags = torch.stack([torch.isnan(hf).any(-1), torch.isinf(hf).any(-1)])
+    floats = torch.stack([torch.linalg.vector_norm(hf, dim=-1), hf.std(-1, correction=0), hf.mean(-1)], dim=-2)
+    flags = torch.stack([torch.isnan(hf).any(-1), torch.isinf(hf).any(-1)], dim=-2)
     return floats, flags
 
 
@@ -182,8 +183,12 @@ def layer_transformation(prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
     return 1.0 - F.cosine_similarity(cur.float(), prev.float(), dim=-1, eps=1e-8)
 
 
-def repetition_similarity(window: torch.Tensor) -> torch.Tensor:
-    """Min cosine similarity of the newest vector (row 0) of ``window`` [1 + W, D] to each of
-    the W previous ones (rows 1..W)."""
-    w = window.float()
-    return F.cosine_similarity(w[:1], w[1:], dim=-1, eps=1e-8).min()
+def repetition_similarities(seq: torch.Tensor, previous: int) -> torch.Tensor:
+    """For vectors ``seq`` [previous + n, D] (the ``previous`` before a run of n steps, then
+    the n steps' own): per step, the min cosine similarity to each of its ``previous``
+    predecessors. Returns [n]."""
+    n = seq.shape[0] - previous
+    w = seq.float()
+    sims = torch.stack([F.cosine_similarity(w[previous:], w[previous - j : previous - j + n], dim=-1, eps=1e-8)
+                        for j in range(1, previous + 1)])
+    return sims.min(0).values

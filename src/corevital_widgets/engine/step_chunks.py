@@ -1,0 +1,239 @@
+"""Per-step inputs kept raw for a chunk of generation steps, then reduced together.
+
+A decode step of a small model is bound by kernel launches, not by the GPU: reducing each
+step's logits, hidden vectors and attention rows on its own costs ~100 small kernels per token.
+So each step only *copies* its raw inputs into a slot of a chunk buffer (the logits row [V],
+the stacked layer vectors [L, D], the score rows [L, H, S], the chosen token), a handful of
+kernels, and every ``chunk`` steps all metric formulas of :mod:`.metrics` run once over the
+whole chunk. Results are the same numbers, computed by the same formulas, batched over steps.
+
+A chunk is reduced when it is full and the token of its last step is known (at the next
+step's start), and at the end of the run. Memory: the chunk's score rows are bounded by
+``budget_bytes`` (long contexts get shorter chunks, down to one step).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import metrics
+
+#: Steps per chunk (at most).
+CHUNK_STEPS = 32
+#: Budget for one chunk's score rows [chunk, L, H, S] float32, bytes.
+CHUNK_SCORE_BYTES = 256 * 2**20
+#: Rows of [rows, V] logit-lens logits decoded at once, bytes budget.
+LENS_BYTES = 128 * 2**20
+#: Previous steps the repetition check compares with.
+REPETITION_PREVIOUS = 3
+
+
+class StepChunks:
+    """Raw per-step inputs of up to ``chunk`` steps and the per-step outputs they reduce to.
+
+    ``out`` maps names to device tensors [max_steps, ...]: step_stats [5] (entropy bits,
+    margin, top-k mass, max prob, perplexity), top_k_ids / top_k_probs [k], logit_flags [2],
+    surprisal (bits), hidden [3, L] (norm, std, mean), hidden_flags [2, L], repetition,
+    head_stats [3, L, H] (entropy bits, concentration, score variance), optional lens_entropy /
+    lens_top1 [L].
+    """
+
+    def __init__(self, max_steps: int, top_k: int, *, lm_head: torch.nn.Module | None = None,
+                 final_norm: torch.nn.Module | None = None, lens_scale: float = 1.0,
+                 lens_device: torch.device | None = None) -> None:
+        self.max_steps, self.top_k = max_steps, top_k
+        self.lm_head, self.final_norm, self.lens_scale, self.lens_device = lm_head, final_norm, lens_scale, lens_device
+        self.start = 0  # first step of the current chunk
+        self.chunk = 0  # its capacity (steps), chosen at its first step
+        self.filled = 0  # steps of the current chunk whose forward ran
+        self._n_hidden = self._n_logits = 0  # steps of the chunk with hidden vectors / logits put
+        self.out: dict[str, torch.Tensor] = {}
+        self._logits: torch.Tensor | None = None  # [chunk, V]
+        self._tokens: torch.Tensor | None = None  # [max_steps] chosen token ids
+        self._hidden: torch.Tensor | None = None  # [chunk, L, D]
+        self._scores: torch.Tensor | None = None  # [chunk, L, H, S_max] float32, -inf beyond each row
+        self._scales: list[list[float]] = []  # per step of the chunk, per layer
+        self._tail: torch.Tensor | None = None  # [REPETITION_PREVIOUS, D] last-layer vectors before the chunk
+
+    # ------------------------------------------------------------------ buffers
+    def _out(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+             fill: float = 0.0) -> torch.Tensor:
+        buf = self.out.get(name)
+        if buf is None:
+            buf = torch.full((self.max_steps, *shape), fill, dtype=dtype, device=device)
+            self.out[name] = buf
+        return buf
+
+    def _slot(self, step: int) -> int:
+        slot = step - self.start
+        assert 0 <= slot < self.chunk, f"step {step} outside the chunk of {self.chunk} starting at {self.start}"
+        return slot
+
+    def _alloc(self, current: torch.Tensor | None, shape: tuple[int, ...], dtype: torch.dtype,
+               device: torch.device, fill: float | None = None) -> torch.Tensor:
+        """A chunk buffer of at least ``shape`` (reused when it fits: only ever at slot 0)."""
+        if current is not None and current.dtype == dtype and current.device == device and current.dim() == len(shape) \
+                and current.shape[0] >= shape[0] and tuple(current.shape[1:-1]) == tuple(shape[1:-1]) \
+                and current.shape[-1] >= shape[-1] and (fill is not None or current.shape[-1] == shape[-1]):
+            return current
+        if fill is None:
+            return torch.empty(shape, dtype=dtype, device=device)
+        return torch.full(shape, fill, dtype=dtype, device=device)
+
+    # ------------------------------------------------------------ per step: copies only
+    def begin_step(self, step: int, score_shape: tuple[int, int, int] | None) -> None:
+        """Called once per step before its ``put_*``; a chunk's first step sizes the chunk so
+        that its score rows [chunk, L, H, S + chunk] fit CHUNK_SCORE_BYTES."""
+        if step != self.start:
+            self._slot(step)
+            return
+        limit = CHUNK_STEPS
+        if score_shape is not None:
+            n_layers, n_heads, n_keys = score_shape
+            limit = min(limit, CHUNK_SCORE_BYTES // (n_layers * n_heads * (n_keys + CHUNK_STEPS) * 4))
+        self.chunk = max(1, min(limit, self.max_steps - self.start))
+        self._scales = []
+
+    def put_scores(self, step: int, scores: torch.Tensor, scales: list[float]) -> None:
+        """Score rows [L, H, S] of ``step`` (masked keys at -inf, not multiplied by ``scales``
+        yet; one factor per layer)."""
+        slot = self._slot(step)
+        n_layers, n_heads, n_keys = scores.shape
+        if slot == 0:
+            self._scores = self._alloc(self._scores, (self.chunk, n_layers, n_heads, n_keys + self.chunk),
+                                       torch.float32, scores.device, fill=float("-inf"))
+        buf = self._scores
+        assert buf is not None
+        if n_keys > buf.shape[-1]:  # keys grew faster than one per step (not seen in practice): widen
+            wider = torch.full((*buf.shape[:-1], n_keys + self.chunk), float("-inf"), dtype=buf.dtype, device=buf.device)
+            wider[..., : buf.shape[-1]] = buf
+            self._scores = buf = wider
+        buf[slot, :, :, :n_keys] = scores
+        self._scales.append(list(scales))
+
+    def put_hidden(self, step: int, vectors: list[torch.Tensor]) -> None:
+        """The step's vector [D] of every layer (views are fine: copied here, once)."""
+        slot = self._slot(step)
+        dev = vectors[0].device
+        if slot == 0:
+            self._hidden = self._alloc(self._hidden, (self.chunk, len(vectors), vectors[0].shape[-1]),
+                                       vectors[0].dtype, dev)
+        assert self._hidden is not None
+        torch.stack([v.to(dev) for v in vectors], out=self._hidden[slot])
+        self._n_hidden = slot + 1
+        self.filled = max(self.filled, slot + 1)
+
+    def put_logits(self, step: int, logits: torch.Tensor) -> None:
+        """The raw next-token logits [V] of ``step`` (before any warping)."""
+        if self.chunk == 0:  # no instrumented layer stack ran this step
+            self.begin_step(step, None)
+        slot = self._slot(step)
+        if slot == 0:
+            self._logits = self._alloc(self._logits, (self.chunk, logits.shape[-1]), logits.dtype, logits.device)
+        assert self._logits is not None
+        self._logits[slot].copy_(logits)
+        self._n_logits = slot + 1
+        self.filled = max(self.filled, slot + 1)
+
+    def put_token(self, step: int, token: torch.Tensor) -> None:
+        """The token chosen at ``step`` (known at the next step's start, or at the end)."""
+        if self._tokens is None:
+            dev = self._logits.device if self._logits is not None else token.device
+            self._tokens = torch.zeros(self.max_steps, dtype=torch.int64, device=dev)
+        self._tokens[step] = token
+
+    def ready(self, next_step: int) -> bool:
+        """Whether the chunk is full once ``next_step`` starts (its tokens are all known)."""
+        return self.chunk > 0 and next_step - self.start >= self.chunk
+
+    # ------------------------------------------------------------------- reductions
+    def reduce(self, n_known_tokens: int) -> None:
+        """Reduce the chunk's steps (all of them ran their forward); steps < n_known_tokens
+        have their chosen token recorded (surprisal), later ones stay NaN."""
+        n = self.filled
+        if n == 0:
+            return
+        steps = slice(self.start, self.start + n)
+        if self._n_logits == n:
+            self._reduce_logits(steps, n, n_known_tokens)
+        if self._n_hidden == n:
+            self._reduce_hidden(steps, n)
+        if len(self._scales) == n:
+            self._reduce_scores(steps, n)
+        self.start += n
+        self.filled = self._n_hidden = self._n_logits = 0
+        self.chunk = 0
+
+    def _reduce_logits(self, steps: slice, n: int, n_known_tokens: int) -> None:
+        assert self._logits is not None
+        logits = self._logits[:n]
+        dev = logits.device
+        stats, ids, probs, logp = metrics.output_distribution(logits, self.top_k)
+        self._out("step_stats", (5,), torch.float32, dev)[steps] = stats
+        self._out("top_k_ids", (self.top_k,), torch.int64, dev)[steps] = ids
+        self._out("top_k_probs", (self.top_k,), torch.float32, dev)[steps] = probs
+        flags = torch.stack([torch.isnan(logits).any(-1), torch.isinf(logits).any(-1)], -1)
+        self._out("logit_flags", (2,), torch.bool, dev)[steps] = flags
+        surprisal = self._out("surprisal", (), torch.float32, dev, float("nan"))
+        known = min(n, n_known_tokens - steps.start)
+        if known > 0 and self._tokens is not None:
+            tokens = self._tokens[steps.start : steps.start + known].to(dev)
+            surprisal[steps.start : steps.start + known] = metrics.token_surprisal_bits(logp[:known], tokens)
+
+    def _reduce_hidden(self, steps: slice, n: int) -> None:
+        assert self._hidden is not None
+        vec = self._hidden[:n].float()  # [n, L, D]
+        dev, n_layers = vec.device, vec.shape[1]
+        floats, flags = metrics.hidden_stats(vec)
+        self._out("hidden", (3, n_layers), torch.float32, dev)[steps] = floats
+        self._out("hidden_flags", (2, n_layers), torch.bool, dev)[steps] = flags
+        last = vec[:, -1]  # [n, D] final-layer (final-normed) vectors
+        if self._tail is None:
+            self._tail = torch.zeros(REPETITION_PREVIOUS, last.shape[-1], dtype=torch.float32, device=dev)
+        seq = torch.cat([self._tail, last])
+        rep = metrics.repetition_similarities(seq, REPETITION_PREVIOUS)  # [n]
+        first = torch.arange(steps.start, steps.start + n, device=dev) < REPETITION_PREVIOUS
+        self._out("repetition", (), torch.float32, dev, float("nan"))[steps] = rep.masked_fill(first, float("nan"))
+        self._tail = seq[-REPETITION_PREVIOUS:].clone()
+        if self.lm_head is not None:
+            self._reduce_lens(steps, vec)
+
+    def _reduce_lens(self, steps: slice, vec: torch.Tensor) -> None:
+        assert self.lm_head is not None
+        head_dev = self.lens_device or vec.device
+        n, n_layers = vec.shape[0], vec.shape[1]
+        vocab = self.lm_head.weight.shape[0]
+        per = max(1, LENS_BYTES // max(1, n_layers * vocab * 4))  # steps decoded at once
+        ent_out = self._out("lens_entropy", (n_layers,), torch.float32, head_dev)
+        top_out = self._out("lens_top1", (n_layers,), torch.int64, head_dev)
+        for s0 in range(0, n, per):  # chunks of steps: the [steps, L, V] logits stay bounded
+            part = vec[s0 : s0 + per].to(head_dev)
+            ent, top1 = metrics.logit_lens(part, self.final_norm, self.lm_head, scale=self.lens_scale)
+            ent_out[steps.start + s0 : steps.start + s0 + part.shape[0]] = ent
+            top_out[steps.start + s0 : steps.start + s0 + part.shape[0]] = top1
+
+    def _reduce_scores(self, steps: slice, n: int) -> None:
+        assert self._scores is not None
+        scores = self._scores[:n]
+        flat = {s for per_step in self._scales[:n] for s in per_step}
+        if len(flat) == 1:
+            scale = flat.pop()
+            if scale != 1.0:
+                scores = scores * scale
+        else:
+            factors = torch.tensor(self._scales[:n], dtype=torch.float32)
+            scores = scores * factors.to(scores.device)[:, :, None, None]
+        stats = metrics.step_attention_stats(scores)  # [n, 3, L, H]
+        self._out("head_stats", tuple(stats.shape[1:]), torch.float32, stats.device)[steps] = stats
+        self._scores.fill_(float("-inf"))  # rows may shrink (sliding-window caches)
+
+
+def pad_rows(mats: list[torch.Tensor]) -> torch.Tensor:
+    """Stack per-layer score rows [H, S_l] into [L, H, max S_l] (shorter rows -inf padded)."""
+    n_keys = max(m.shape[-1] for m in mats)
+    if any(m.shape[-1] != n_keys for m in mats):  # sliding-window layers keep shorter caches
+        mats = [F.pad(m, (0, n_keys - m.shape[-1]), value=float("-inf")) for m in mats]
+    if len({m.dtype for m in mats}) > 1:
+        mats = [m.float() for m in mats]
+    return torch.stack(mats)
