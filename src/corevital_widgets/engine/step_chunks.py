@@ -22,7 +22,7 @@ from . import metrics
 #: Steps per chunk (at most).
 CHUNK_STEPS = 32
 #: Budget for one chunk's score rows [chunk, L, H, S] float32, bytes.
-CHUNK_SCORE_BYTES = 256 * 2**20
+CHUNK_SCORE_BYTES = 64 * 2**20
 #: Rows of [rows, V] logit-lens logits decoded at once, bytes budget.
 LENS_BYTES = 128 * 2**20
 #: Previous steps the repetition check compares with.
