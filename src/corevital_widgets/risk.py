@@ -370,7 +370,12 @@ class RiskModel:
             raise TypeError("the heuristic risk needs Traces (its health flags); pass a Trace or TraceSet")
         if self.coef_ is None:
             raise RuntimeError("this RiskModel is not fitted; call fit() or RiskModel.load()")
-        z = ((self._matrix(x) - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
+        standard = (self._matrix(x) - self.mean_) / self.scale_
+        # summed feature by feature in a fixed order (vectorised over rows), so a trace gets the
+        # same bits alone or in a batch (BLAS and numpy's reductions change order with the shape)
+        z = np.full(standard.shape[0], self.intercept_)
+        for j, c in enumerate(self.coef_):
+            z += standard[:, j] * c
         p = 1.0 / (1.0 + np.exp(-z))
         return float(p[0]) if single else p
 
@@ -439,3 +444,57 @@ class RiskModel:
     def __repr__(self) -> str:
         state = "heuristic" if self.kind == "heuristic" else ("fitted" if self.coef_ is not None else "unfitted")
         return f"<RiskModel {state}, {len(self.feature_names)} features>"
+
+
+# ------------------------------------------------------------------- one trace's risk
+def risk_kind_label(kind: str) -> str:
+    """How a RiskModel's ``kind`` is shown: ``"calibrated"`` for fitted coefficients,
+    ``"uncalibrated heuristic"`` for the seed's heuristic."""
+    return "uncalibrated heuristic" if kind == "heuristic" else "calibrated"
+
+
+@dataclass(frozen=True)
+class TraceRisk:
+    """The risk of a wrong answer shown for one trace (by ``trace.summary()`` and the health badge).
+
+    ``value`` in [0, 1]; ``kind`` is the RiskModel's (``"logistic"`` or ``"heuristic"``);
+    ``label`` is the short form (``"calibrated"`` / ``"uncalibrated heuristic"``) and
+    ``description`` the long one.
+    """
+
+    value: float
+    kind: str
+
+    @property
+    def calibrated(self) -> bool:
+        """True for fitted coefficients (a probability), False for the seed's heuristic score."""
+        return self.kind != "heuristic"
+
+    @property
+    def label(self) -> str:
+        return risk_kind_label(self.kind)
+
+    @property
+    def description(self) -> str:
+        return "calibrated probability of a wrong answer" if self.calibrated else "uncalibrated heuristic score"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (what the widget payload carries)."""
+        return {"value": self.value, "kind": self.kind, "label": self.label, "description": self.description}
+
+
+def trace_risk(trace: "Trace", risk_model: Any = None) -> TraceRisk | None:
+    """Risk of a wrong answer for ``trace``: ``risk_model`` when given, else the shipped model for
+    the trace's model (``RiskModel.load_default``; the uncalibrated heuristic for other models,
+    without its warning). None when the trace cannot be scored (no steps, missing features)."""
+    if risk_model is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            risk_model = RiskModel.load_default(str(trace.meta.get("model_name", "")))
+    try:
+        value = float(risk_model.predict_proba(trace))
+    except ValueError:
+        return None
+    if not np.isfinite(value):
+        return None
+    return TraceRisk(value, str(risk_model.kind))

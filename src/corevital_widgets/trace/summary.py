@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,64 +25,9 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def risk_kind_label(kind: str) -> str:
-    """How a RiskModel's ``kind`` is shown: ``"calibrated"`` for fitted coefficients,
-    ``"uncalibrated heuristic"`` for the seed's heuristic."""
-    return "uncalibrated heuristic" if kind == "heuristic" else "calibrated"
-
-
-@dataclass(frozen=True)
-class TraceRisk:
-    """The risk of a wrong answer shown for one trace (by ``trace.summary()`` and the health badge).
-
-    ``value`` in [0, 1]; ``kind`` is the RiskModel's (``"logistic"`` or ``"heuristic"``);
-    ``label`` is the short form (``"calibrated"`` / ``"uncalibrated heuristic"``) and
-    ``description`` the long one.
-    """
-
-    value: float
-    kind: str
-
-    @property
-    def calibrated(self) -> bool:
-        """True for fitted coefficients (a probability), False for the seed's heuristic score."""
-        return self.kind != "heuristic"
-
-    @property
-    def label(self) -> str:
-        return risk_kind_label(self.kind)
-
-    @property
-    def description(self) -> str:
-        return "calibrated probability of a wrong answer" if self.calibrated else "uncalibrated heuristic score"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (what the widget payload carries)."""
-        return {"value": self.value, "kind": self.kind, "label": self.label, "description": self.description}
-
-
-def trace_risk(trace: "Trace", risk_model: Any = None) -> TraceRisk | None:
-    """Risk of a wrong answer for ``trace``: ``risk_model`` when given, else the shipped model for
-    the trace's model (``RiskModel.load_default``; the uncalibrated heuristic for other models,
-    without its warning). None when the trace cannot be scored (no steps, missing features)."""
-    import warnings
-
-    from ..risk import RiskModel
-
-    if risk_model is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            risk_model = RiskModel.load_default(str(trace.meta.get("model_name", "")))
-    try:
-        value = float(risk_model.predict_proba(trace))
-    except ValueError:
-        return None
-    if not np.isfinite(value):
-        return None
-    return TraceRisk(value, str(risk_model.kind))
-
-
 def _risk_line(trace: "Trace") -> str:
+    from ..risk import trace_risk  # the risk model sits above the trace layer: imported on use
+
     risk = trace_risk(trace)
     return "" if risk is None else f"risk: {risk.value:.2f} ({risk.description})"
 

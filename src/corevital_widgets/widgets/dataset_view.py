@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import traitlets
 
-from ..trace.summary import risk_kind_label
+from ..risk import risk_kind_label
 from .components import TraceWidget
 
 if TYPE_CHECKING:  # pragma: no cover

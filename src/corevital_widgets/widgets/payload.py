@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from ..trace.groups import TIMELINE_METRICS
-from ..trace.summary import trace_risk
+from ..risk import trace_risk
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..trace.trace import Trace
