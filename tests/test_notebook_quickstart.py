@@ -31,23 +31,33 @@ def venv_kernel_env(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
 
 
-@pytest.fixture(scope="module")
-def executed(tmp_path_factory):
+def execute_notebook(notebook: Path, tmp: Path, timeout: int) -> tuple:
+    """Run ``notebook`` top to bottom in a real kernel of this venv (widget state stored), save
+    the executed copy into ``tmp``; returns (notebook, seconds the execution took)."""
+    import time
+
     import nbformat
     from nbclient import NotebookClient
 
-    tmp = tmp_path_factory.mktemp("nb")
     mp = pytest.MonkeyPatch()
     venv_kernel_env(tmp, mp)
     try:
-        nb = nbformat.read(NOTEBOOK, as_version=4)
-        client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp)}},
+        nb = nbformat.read(notebook, as_version=4)
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(tmp)}},
                                 store_widget_state=True)
+        t0 = time.perf_counter()
         client.execute()
+        elapsed = time.perf_counter() - t0
     finally:
         mp.undo()
-    out = tmp / "quickstart.executed.ipynb"
-    nbformat.write(nb, out)
+    nbformat.write(nb, tmp / f"{notebook.stem}.executed.ipynb")
+    return nb, elapsed
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("nb")
+    nb, _ = execute_notebook(NOTEBOOK, tmp, timeout=600)
     return nb, tmp
 
 

@@ -4,12 +4,11 @@ the dataset view and the reliability diagram are in its outputs, with the widget
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 
-from .test_notebook_quickstart import WIDGET_STATE, WIDGET_VIEW, venv_kernel_env
+from .test_notebook_quickstart import WIDGET_STATE, WIDGET_VIEW, execute_notebook
 
 pytestmark = pytest.mark.slow
 
@@ -20,23 +19,7 @@ VEGA_LITE = "application/vnd.vegalite.v5+json"
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    import nbformat
-    from nbclient import NotebookClient
-
-    tmp = tmp_path_factory.mktemp("nb_risk")
-    mp = pytest.MonkeyPatch()
-    venv_kernel_env(tmp, mp)
-    try:
-        nb = nbformat.read(NOTEBOOK, as_version=4)
-        client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp)}},
-                                store_widget_state=True)
-        t0 = time.perf_counter()
-        client.execute()
-        elapsed = time.perf_counter() - t0
-    finally:
-        mp.undo()
-    nbformat.write(nb, tmp / "risk.executed.ipynb")
-    return nb, elapsed
+    return execute_notebook(NOTEBOOK, tmp_path_factory.mktemp("nb_risk"), timeout=300)
 
 
 def _outputs(nb):

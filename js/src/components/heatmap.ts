@@ -128,6 +128,14 @@ export function lensLayout(L: number, T: number, width: number): HeatLayout {
   return { L, H: T, left, top, cw, ch, width: left + cw * T + 6, height: top + ch * L + 4 };
 }
 
+/** Clear the canvas and set the axis-label style (theme foreground, centred). */
+function clearForLabels(ctx: CanvasRenderingContext2D, g: HeatLayout, fg: string): void {
+  ctx.clearRect(0, 0, g.width, g.height);
+  ctx.font = "9px sans-serif";
+  ctx.fillStyle = fg;
+  ctx.textAlign = "center";
+}
+
 export function mountHeatmap(el: HTMLElement, store: Store): () => void {
   const root = h("div", { class: "cv-heatmap", tabindex: "0" });
   const source = h("select", { class: "cv-heat-source", "aria-label": "heatmap source" });
@@ -169,10 +177,7 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
     root.dataset.value = "lens_entropy";
     const fg = themeColor(root, "--jp-ui-font-color1", "#222");
     if (ctx) {
-      ctx.clearRect(0, 0, g.width, g.height);
-      ctx.font = "9px sans-serif";
-      ctx.fillStyle = fg;
-      ctx.textAlign = "center";
+      clearForLabels(ctx, g, fg);
       const everyX = Math.max(1, Math.ceil(18 / g.cw));
       for (let s = 0; s < d.T; s += everyX) ctx.fillText(String(s), g.left + (s + 0.5) * g.cw, g.top - 4);
       ctx.textAlign = "right";
@@ -227,10 +232,7 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
     let cells = 0, collapsed = 0, focused = 0;
     const fg = themeColor(root, "--jp-ui-font-color1", "#222");
     if (ctx) {
-      ctx.clearRect(0, 0, g.width, g.height);
-      ctx.font = "9px sans-serif";
-      ctx.fillStyle = fg;
-      ctx.textAlign = "center";
+      clearForLabels(ctx, g, fg);
       for (let hh = 0; hh < H; hh++) ctx.fillText(`h${hh}`, g.left + (hh + 0.5) * g.cw, g.top - 4);
       ctx.textAlign = "left";
       ctx.fillText("all", 2, g.top - 4);
