@@ -11,6 +11,7 @@ Prints, side by side in one run:
 - a correctness check first: the same small random model traced on CUDA and on the CPU.
 
     python benchmarks/bench_gpu.py [--configs 1b,8b] [--lengths 512,2048,8192,32768] [--repeats 3]
+    python benchmarks/bench_gpu.py --devices 2 [--repeats 3]     # 70B-class model sharded over 2 GPUs
 
 Timings need no trained weights; random weights are initialised on the GPU.
 """
@@ -187,6 +188,128 @@ def split_check() -> None:
     print(f"  host<->device copies: plain generate {plain}, analyze {ours}: "
           f"{(ours - plain) / (n * n_layers):.2f} extra per layer per step (prompt pass and final copies included)")
 
+#: Llama-3-70B-like layer shapes for the sharded run (the layer count is chosen to fill the GPUs).
+SHARDED_70B = dict(hidden_size=8192, intermediate_size=28672, num_attention_heads=64, num_key_value_heads=8,
+                   vocab_size=128256, max_position_embeddings=16384)
+
+
+def build_sharded(n_devices: int, fill: float = 0.8, max_layers: int = 80):
+    """A random-weight 70B-class Llama in bf16 with as many layers as fit ``fill`` of the first
+    ``n_devices`` GPUs (at most ``max_layers``), placed by accelerate (``infer_auto_device_map``,
+    what ``device_map="auto"`` does) and dispatched with its hooks. Weights are created on the
+    meta device and materialised in place on each layer's GPU (no host copy of 100+ GB)."""
+    from accelerate import dispatch_model, infer_auto_device_map
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    probe = LlamaConfig(**SHARDED_70B, num_hidden_layers=1)
+    with torch.device("meta"):
+        one = LlamaForCausalLM._from_config(probe, dtype=torch.bfloat16)
+    per_layer = sum(t.numel() for t in one.model.layers[0].parameters()) * 2
+    fixed = (sum(t.numel() for t in one.parameters()) * 2) - per_layer
+    budget = {i: int(torch.cuda.get_device_properties(i).total_memory * fill) for i in range(n_devices)}
+    n_layers = int(min(max_layers, (sum(budget.values()) - fixed) // per_layer))
+    cfg = LlamaConfig(**SHARDED_70B, num_hidden_layers=n_layers, attn_implementation="sdpa")
+    with torch.device("meta"):
+        model = LlamaForCausalLM._from_config(cfg, dtype=torch.bfloat16)
+    device_map = infer_auto_device_map(model, max_memory=budget, no_split_module_classes=["LlamaDecoderLayer"],
+                                       dtype=torch.bfloat16)
+    torch.manual_seed(0)
+    for name, dev in device_map.items():
+        module = model.get_submodule(name) if name else model
+        module.to_empty(device=torch.device("cuda", dev) if isinstance(dev, int) else dev)
+        with torch.no_grad():
+            for pname, prm in module.named_parameters():
+                if "norm" in pname:
+                    prm.fill_(1.0)
+                else:
+                    prm.normal_(0.0, 0.02)
+    rot_dev = next(model.model.embed_tokens.parameters()).device
+    with torch.device(rot_dev):  # its buffers (inverse frequencies), recomputed on its device
+        model.model.rotary_emb = LlamaRotaryEmbedding(config=cfg)
+    model = dispatch_model(model, device_map=device_map)
+    gb = per_layer * n_layers / 2**30
+    return model.eval(), device_map, n_layers, gb
+
+
+def sharded_run(n_devices: int, repeats: int, decode_tokens: int, decode_prompt: int, prompt_len: int) -> None:
+    """Issue 6's run: decode ratio vs plain SDPA generate on the same sharded model, prompt
+    telemetry at ``prompt_len`` tokens, and cross-GPU copies per layer per step (profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model, device_map, n_layers, gb = build_sharded(n_devices)
+    per_dev: dict = {}
+    for i in range(n_layers):  # the device of each layer (a map entry may hold several, or the whole model)
+        owner = max((k for k in device_map if f"model.layers.{i}.".startswith(k + "." if k else "")), key=len)
+        per_dev[device_map[owner]] = per_dev.get(device_map[owner], 0) + 1
+    print(f"sharded: {n_layers} layers of a 70B-class Llama (hidden 8192, 64 heads, 8 KV), bf16, "
+          f"{gb:.0f} GB of layer weights over {n_devices} GPU(s); layers per device {per_dev}")
+    tok = word_tokenizer(model.config.vocab_size)
+    prompt = prompt_of(decode_prompt, model.config.vocab_size)
+    first = next(model.model.embed_tokens.parameters()).device
+    ids = tok(prompt, return_tensors="pt")["input_ids"].to(first)
+    n = decode_tokens
+
+    def gen_sdpa():
+        with torch.inference_mode():
+            return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                                  do_sample=False, pad_token_id=0)
+
+    def ours():
+        return corevital.analyze(model, prompt, tok, max_new_tokens=n, min_new_tokens=n, prompt_telemetry=False)
+
+    def sync_all():
+        for i in range(n_devices):
+            torch.cuda.synchronize(i)
+
+    def timed(fn) -> float:
+        sync_all()
+        t = time.perf_counter()
+        fn()
+        sync_all()
+        return time.perf_counter() - t
+
+    gen_sdpa(), ours()  # warm-up
+    plain_t, ours_t = [], []
+    for _ in range(repeats):
+        plain_t.append(timed(gen_sdpa))
+        ours_t.append(timed(ours))
+    ratios = [o / p for o, p in zip(ours_t, plain_t)]
+    print(f"decode {n} tokens after {decode_prompt}: SDPA generate {statistics.median(plain_t):.3f} s, "
+          f"analyze (every per-step metric) {statistics.median(ours_t):.3f} s; median per-run ratio "
+          f"{statistics.median(ratios):.3f} (runs {', '.join(f'{r:.2f}' for r in ratios)})")
+
+    def peer_copies(fn) -> int:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            fn()
+            sync_all()
+        # "Memcpy PtoP" = between two GPUs ("DtoD" is a copy within one GPU)
+        return sum(1 for e in prof.events() if e.name.startswith("Memcpy") and "PtoP" in e.name)
+
+    short = 16
+    plain_c = peer_copies(lambda: model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=short,
+                                                 min_new_tokens=short, do_sample=False, pad_token_id=0))
+    ours_c = peer_copies(lambda: corevital.analyze(model, prompt, tok, max_new_tokens=short, min_new_tokens=short,
+                                                   prompt_telemetry=False))
+    print(f"GPU-to-GPU copies over {short} steps: plain generate {plain_c}, analyze {ours_c}: "
+          f"{(ours_c - plain_c) / (short * n_layers):.3f} extra per layer per step")
+
+    pr = prompt_of(prompt_len, model.config.vocab_size, seed=prompt_len)
+    pid = tok(pr, return_tensors="pt")["input_ids"].to(first)
+
+    def fwd_sdpa():
+        with torch.inference_mode():
+            return model(pid, use_cache=True, logits_to_keep=1).logits
+
+    def telemetry():
+        return corevital.analyze(model, pr, tok, max_new_tokens=1)
+
+    fwd_sdpa(), telemetry()  # warm-up (kernel compilation)
+    base = statistics.median(timed(fwd_sdpa) for _ in range(2))
+    tel = statistics.median(timed(telemetry) for _ in range(2))
+    print(f"prompt telemetry at {prompt_len} tokens: SDPA forward {base:.3f} s, analyze(max_new_tokens=1) {tel:.3f} s "
+          f"({tel / base:.2f}x)")
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -199,11 +322,16 @@ def main() -> None:
     ap.add_argument("--skip-check", action="store_true")
     ap.add_argument("--split-check", action="store_true", help="only the cuda:0 + CPU split check")
     ap.add_argument("--skip-decode", action="store_true", help="only the prompt-telemetry table")
+    ap.add_argument("--devices", type=int, default=0,
+                    help="the sharded run instead: a 70B-class model filling this many GPUs (device_map='auto')")
     ap.add_argument("--compare-torch", action="store_true",
                     help="also time prompt telemetry with the tiled torch path (COREVITAL_TRITON=0) beside the kernels")
     args = ap.parse_args()
     if args.split_check:
         split_check()
+        return
+    if args.devices:
+        sharded_run(args.devices, args.repeats, args.decode_tokens, args.decode_prompt, 8192)
         return
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | "
           f"transformers {__import__('transformers').__version__}")
