@@ -88,3 +88,38 @@ def test_automatic_cap_warns_and_keeps_top_weights(smollm2):
         assert len(got) == min(cap, len(keys))
         assert np.sort(w)[::-1][: len(got)].tolist() == sorted(capped.attends_to(q, layer, head)[1].tolist(), reverse=True)
         assert set(got.tolist()) == want or len(set(w.tolist())) < len(w), "top weights kept (ties aside)"
+
+
+def test_a_failing_triton_kernel_falls_back_to_the_torch_path_once(smollm2, monkeypatch):
+    """If the fused kernels fail (say, a GPU whose Triton lacks an instruction), analyze warns
+    once, switches them off for the process and gives the torch path's trace; out-of-memory
+    errors are not swallowed."""
+    from corevital_widgets.engine import attention, triton_prompt
+
+    model, tok = smollm2
+    want = corevital.analyze(model, PROMPT, tok, max_new_tokens=3)
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("PassManager::run failed (no such instruction on this GPU)")
+
+    monkeypatch.setattr(triton_prompt, "disabled_reason", None)
+    monkeypatch.setattr(attention, "fused_prompt_supported",
+                        lambda *a, **k: triton_prompt.disabled_reason is None)  # "eligible" until switched off
+    monkeypatch.setattr(attention, "fused_prompt_layer", broken)
+    with pytest.warns(RuntimeWarning, match="fused Triton prompt kernels failed") as caught:
+        got = corevital.analyze(model, PROMPT, tok, max_new_tokens=3)
+    assert len([w for w in caught if "Triton" in str(w.message)]) == 1 and calls == [1]
+    assert "no such instruction" in triton_prompt.disabled_reason
+    assert_same_trace(want, got)
+
+    monkeypatch.setattr(triton_prompt, "disabled_reason", None)
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(attention, "fused_prompt_layer", oom)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        corevital.analyze(model, PROMPT, tok, max_new_tokens=3)
+    assert model.config._attn_implementation != "corevital", "the model is restored after the error"

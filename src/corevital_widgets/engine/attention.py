@@ -14,6 +14,7 @@ The function returns ``None`` weights, so the model never accumulates attention.
 
 from __future__ import annotations
 
+import warnings
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import metrics
+from . import triton_prompt
 from .triton_prompt import fused_prompt_layer, fused_prompt_supported
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -168,9 +170,11 @@ def corevital_attention(
         step_done = False
         if acc is not None:
             causal = bool(getattr(module, "is_causal", False))
+            fused = None
             if fused_prompt_supported(query, key, attention_mask, kwargs, acc.threshold, module.training):
-                acc.add_fused(*fused_prompt_layer(query, key, scaling, causal, acc.threshold, acc.cap,
-                                                  collector.tile_bytes))  # type: ignore[union-attr]
+                fused = _try_fused(query, key, scaling, causal, acc.threshold, acc.cap, collector.tile_bytes)  # type: ignore[union-attr]
+            if fused is not None:
+                acc.add_fused(*fused)
             else:
                 n_keys = key.shape[-2]
                 tile = collector.tile_rows(query.shape[1], n_keys)  # type: ignore[union-attr]
@@ -196,6 +200,22 @@ def corevital_attention(
         else:
             collector.on_step_scores(entry, *step_row_scores(module, query, key, attention_mask, scaling, kwargs))  # type: ignore[union-attr]
     return out, None
+
+
+def _try_fused(query: torch.Tensor, key: torch.Tensor, scaling: float | None, causal: bool, threshold: float,
+               cap: int, buffer_bytes: int) -> tuple[torch.Tensor, ...] | None:
+    """The fused kernels' result, or None after a Triton failure (e.g. a GPU whose compiler
+    lacks an instruction): the kernels are then switched off for the process, with one warning,
+    and the caller takes the tiled torch path. Out-of-memory errors propagate."""
+    try:
+        return fused_prompt_layer(query, key, scaling, causal, threshold, cap, buffer_bytes)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any compile/launch failure of the optional fast path
+        triton_prompt.disable(f"{type(exc).__name__}: {exc}")
+        warnings.warn(f"corevital: the fused Triton prompt kernels failed ({type(exc).__name__}: {exc}); using the "
+                      "tiled torch path from now on (same numbers, slower on long prompts)", RuntimeWarning, stacklevel=2)
+        return None
 
 
 def register() -> str:

@@ -41,8 +41,19 @@ MAX_ROW_ENTRIES = 1024
 ENV_SWITCH = "COREVITAL_TRITON"
 
 
+#: Why the kernels were switched off in this process (a failure seen by the attention function).
+disabled_reason: str | None = None
+
+
+def disable(reason: str) -> None:
+    """Switch the kernels off for the rest of the process (after a Triton failure)."""
+    global disabled_reason
+    disabled_reason = reason
+
+
 def triton_available() -> bool:
-    return triton is not None and torch.cuda.is_available() and os.environ.get(ENV_SWITCH, "1") != "0"
+    return (triton is not None and disabled_reason is None and torch.cuda.is_available()
+            and os.environ.get(ENV_SWITCH, "1") != "0")
 
 
 def row_entries(threshold: float) -> int:
@@ -63,6 +74,7 @@ def fused_prompt_supported(query: torch.Tensor, key: torch.Tensor, attention_mas
         and kwargs.get("sliding_window") is None
         and not training
         and query.dtype in (torch.float16, torch.bfloat16, torch.float32)
+        and (query.dtype != torch.bfloat16 or torch.cuda.get_device_capability(query.device)[0] >= 8)  # bf16 dot: sm80+
         and key.dtype == query.dtype
         and query.shape[-1] <= 256
         and query.shape[1] % key.shape[1] == 0
