@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from corevital_widgets.risk import trace_risk
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -518,8 +520,9 @@ def test_dataset_view_in_jupyterlab(lab, browser, smollm2_traceset):
         risk = dash.locator(".cv-badge .cv-risk")
         expected = py.risk_model.predict_proba(want)
         assert float(risk.get_attribute("data-risk")) == expected == py.rows["risk"][i]
-        assert risk.inner_text().strip() == f"risk {expected:.2f} (calibrated)"
-        assert f"risk: {expected:.2f} (calibrated probability of a wrong answer)" in want.summary()
+        shown = trace_risk(want, py.risk_model)  # "calibrated", or "extrapolated" outside its training range
+        assert risk.inner_text().strip() == f"risk {expected:.2f} ({shown.label})"
+        assert f"risk: {expected:.2f} ({shown.description})" in want.summary()
 
         # the logit lens: layers x steps, T x L cells, the layer's top-1 token on hover
         heat = dash.locator(".cv-heatmap")

@@ -162,10 +162,19 @@ def test_prompt_display_text_finds_the_user_turn():
 def test_the_badge_shows_the_same_risk_as_the_summary(smollm2_trace):
     tr = smollm2_trace
     meta, _ = decode_arrays(HealthBadge(tr).data)
-    value = RiskModel.load_default(tr.meta["model_name"]).predict_proba(tr)
-    assert meta["risk"] == {"value": value, "kind": "logistic", "label": "calibrated",
-                            "description": "calibrated probability of a wrong answer"}
-    assert f"risk: {value:.2f} (calibrated probability of a wrong answer)" in tr.summary()
+    model = RiskModel.load_default(tr.meta["model_name"])
+    value = model.predict_proba(tr)
+    # features outside the shipped model's training range, recomputed here: the value is then "extrapolated"
+    f = tr.features()
+    outside = [n for i, n in enumerate(model.feature_names) if not model.train_min_[i] <= f[n] <= model.train_max_[i]]
+    assert meta["risk"]["value"] == value and meta["risk"]["kind"] == "logistic"
+    assert meta["risk"]["outside"] == outside
+    if outside:
+        assert meta["risk"]["label"] == "extrapolated" and outside[0] in meta["risk"]["description"]
+    else:
+        assert meta["risk"]["label"] == "calibrated"
+        assert meta["risk"]["description"] == "calibrated probability of a wrong answer"
+    assert f"risk: {value:.2f} ({meta['risk']['description']})" in tr.summary()
     # the dashboard carries it too; views that do not show it do not compute it
     assert decode_arrays(trace_payload(tr, "dashboard"))[0]["risk"] == meta["risk"]
     assert decode_arrays(trace_payload(tr, "timeline"))[0]["risk"] is None

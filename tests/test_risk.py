@@ -146,6 +146,25 @@ def test_auto_regularisation_is_the_inner_cv_log_loss_optimum():
         RiskModel().fit(df, few)
 
 
+def test_training_range_marks_extrapolated_risks(tmp_path):
+    from corevital_widgets.risk import TraceRisk
+
+    df, y = _features()
+    m = RiskModel(C=1.0).fit(df, y)
+    np.testing.assert_array_equal(m.train_min_, df.to_numpy().min(0))
+    np.testing.assert_array_equal(m.train_max_, df.to_numpy().max(0))
+    inside = df.iloc[3].to_dict()
+    assert m.outside_range(inside) == []
+    beyond = {**inside, "surprisal_max": float(df["surprisal_max"].max()) + 1.0, "n_steps": float(df["n_steps"].min()) - 1}
+    assert m.outside_range(beyond) == [n for n in DEFAULT_RISK_FEATURES if n in ("surprisal_max", "n_steps")]
+    again = RiskModel.from_json(m.to_json())
+    assert np.array_equal(again.train_min_, m.train_min_) and again.outside_range(beyond) == m.outside_range(beyond)
+    r = TraceRisk(0.2, "logistic", tuple(m.outside_range(beyond)))
+    assert r.label == "extrapolated" and "n_steps" in r.description and "outside the range" in r.description
+    assert TraceRisk(0.2, "logistic").label == "calibrated" and TraceRisk(0.2, "heuristic", ("x",)).label == "uncalibrated heuristic"
+    assert RiskModel(kind="heuristic").outside_range(beyond) == []
+
+
 def test_risk_model_bad_input():
     df, y = _features()
     bad = df.copy()

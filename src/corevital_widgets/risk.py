@@ -299,6 +299,9 @@ class RiskModel:
         self.scale_: np.ndarray | None = None
         self.coef_: np.ndarray | None = None
         self.intercept_: float | None = None
+        #: per-feature min / max of the training data (what the probabilities are calibrated on)
+        self.train_min_: np.ndarray | None = None
+        self.train_max_: np.ndarray | None = None
         self.meta: dict[str, Any] = {}
 
     # -- features in
@@ -352,6 +355,7 @@ class RiskModel:
             lr = LogisticRegression(C=self.C_, max_iter=5000).fit(z, y)
         self.mean_, self.scale_ = scaler.mean_.astype(np.float64), scaler.scale_.astype(np.float64)
         self.coef_, self.intercept_ = lr.coef_[0].astype(np.float64), float(lr.intercept_[0])
+        self.train_min_, self.train_max_ = m.min(0), m.max(0)
         self.meta = {"n_train": int(m.shape[0]), "n_positive": int(y.sum())}
         return self
 
@@ -379,6 +383,16 @@ class RiskModel:
         p = 1.0 / (1.0 + np.exp(-z))
         return float(p[0]) if single else p
 
+    def outside_range(self, x: Any) -> list[str]:
+        """Names of the features of one Trace (or feature dict) that lie outside the range of
+        the training data: there the probability is an extrapolation, not a calibrated value.
+        Empty for the heuristic and for models saved without ranges."""
+        if self.kind != "logistic" or self.train_min_ is None or self.train_max_ is None:
+            return []
+        row = self._matrix(x)[0]
+        bad = (row < self.train_min_) | (row > self.train_max_)
+        return [name for name, b in zip(self.feature_names, bad) if b]
+
     # -- persistence (JSON, no pickle)
     def to_json(self) -> str:
         d: dict[str, Any] = {"format": _FORMAT, "version": 1, "kind": self.kind, "feature_names": self.feature_names,
@@ -388,6 +402,8 @@ class RiskModel:
                 raise RuntimeError("fit the RiskModel before saving it")
             d.update(C_=self.C_, mean=self.mean_.tolist(), scale=self.scale_.tolist(), coef=self.coef_.tolist(),
                      intercept=self.intercept_)
+            if self.train_min_ is not None and self.train_max_ is not None:
+                d.update(train_min=self.train_min_.tolist(), train_max=self.train_max_.tolist())
         return json.dumps(d, indent=1)
 
     @classmethod
@@ -408,6 +424,11 @@ class RiskModel:
             m.mean_, m.scale_, m.coef_ = arrays
             m.intercept_ = float(d["intercept"])
             m.C_ = float(d.get("C_", m.C if not isinstance(m.C, str) else float("nan")))
+            if "train_min" in d and "train_max" in d:
+                lo, hi = (np.asarray(d[key], dtype=np.float64) for key in ("train_min", "train_max"))
+                if lo.shape != (k,) or hi.shape != (k,):
+                    raise ValueError(f"RiskModel JSON: train_min/train_max must each have {k} entries")
+                m.train_min_, m.train_max_ = lo, hi
         return m
 
     def save(self, path: str | PathLike[str]) -> None:
@@ -458,12 +479,14 @@ class TraceRisk:
     """The risk of a wrong answer shown for one trace (by ``trace.summary()`` and the health badge).
 
     ``value`` in [0, 1]; ``kind`` is the RiskModel's (``"logistic"`` or ``"heuristic"``);
-    ``label`` is the short form (``"calibrated"`` / ``"uncalibrated heuristic"``) and
+    ``label`` is the short form (``"calibrated"`` / ``"extrapolated"`` / ``"uncalibrated heuristic"``) and
     ``description`` the long one.
     """
 
     value: float
     kind: str
+    #: features outside the fitted model's training range (the value is then extrapolated)
+    outside: tuple[str, ...] = ()
 
     @property
     def calibrated(self) -> bool:
@@ -472,15 +495,21 @@ class TraceRisk:
 
     @property
     def label(self) -> str:
-        return risk_kind_label(self.kind)
+        return "extrapolated" if self.calibrated and self.outside else risk_kind_label(self.kind)
 
     @property
     def description(self) -> str:
-        return "calibrated probability of a wrong answer" if self.calibrated else "uncalibrated heuristic score"
+        if not self.calibrated:
+            return "uncalibrated heuristic score"
+        if self.outside:
+            names = ", ".join(self.outside[:3]) + (f" and {len(self.outside) - 3} more" if len(self.outside) > 3 else "")
+            return f"probability of a wrong answer, extrapolated: {names} outside the range it was calibrated on"
+        return "calibrated probability of a wrong answer"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (what the widget payload carries)."""
-        return {"value": self.value, "kind": self.kind, "label": self.label, "description": self.description}
+        return {"value": self.value, "kind": self.kind, "label": self.label, "description": self.description,
+                "outside": list(self.outside)}
 
 
 def trace_risk(trace: "Trace", risk_model: Any = None) -> TraceRisk | None:
@@ -497,4 +526,4 @@ def trace_risk(trace: "Trace", risk_model: Any = None) -> TraceRisk | None:
         return None
     if not np.isfinite(value):
         return None
-    return TraceRisk(value, str(risk_model.kind))
+    return TraceRisk(value, str(risk_model.kind), tuple(risk_model.outside_range(trace)))
