@@ -44,6 +44,16 @@ def _causal_valid(q_len: int, n_keys: int, rows: slice, device: torch.device, to
     return (torch.arange(n_keys, device=device) <= q_idx[:, None])[None, None]
 
 
+def softmax_scale(query: torch.Tensor, scaling: float | None) -> float:
+    """The factor scores are multiplied by: the module's ``scaling``, else 1/sqrt(head size)."""
+    return query.shape[-1] ** -0.5 if scaling is None else float(scaling)
+
+
+def plain_scores(kwargs: dict[str, Any]) -> bool:
+    """Whether the scores are q·k times the scale alone (no T5 position bias, no soft-capping)."""
+    return kwargs.get("position_bias") is None and kwargs.get("softcap") is None
+
+
 def attention_scores(
     module: nn.Module,
     query: torch.Tensor,
@@ -59,8 +69,7 @@ def attention_scores(
     share keys; ``key`` may be the first k of ``total_keys`` keys); returns [B, Hq, r, k] in
     the query dtype."""
     q_len, n_keys = query.shape[-2], key.shape[-2]
-    if scaling is None:
-        scaling = query.shape[-1] ** -0.5
+    scaling = softmax_scale(query, scaling)
     scores = metrics.grouped_matmul(query[..., rows, :], key.transpose(-1, -2))
     if scaling != 1.0:
         scores = scores * scaling
@@ -103,10 +112,8 @@ def step_row_scores(
     op at the step's end; otherwise it is scaled here and the factor is 1."""
     q_len = query.shape[-2]
     last = slice(q_len - 1, q_len)
-    simple = (kwargs.get("position_bias") is None and kwargs.get("softcap") is None
-              and (attention_mask is None or attention_mask.dtype == torch.bool))
-    if simple:
-        scale = query.shape[-1] ** -0.5 if scaling is None else float(scaling)
+    if plain_scores(kwargs) and (attention_mask is None or attention_mask.dtype == torch.bool):
+        scale = softmax_scale(query, scaling)
         return attention_scores(module, query, key, attention_mask, 1.0, kwargs, last)[0, :, -1, :], scale
     return attention_scores(module, query, key, attention_mask, scaling, kwargs, last)[0, :, -1, :], 1.0
 
@@ -130,7 +137,7 @@ def layer_output(
     else eager math (T5 position bias, soft-capping)."""
     q_len, n_keys = query.shape[-2], key.shape[-2]
     p = dropout if module.training else 0.0
-    if kwargs.get("position_bias") is None and kwargs.get("softcap") is None:
+    if plain_scores(kwargs):
         mask = attention_mask[..., :n_keys] if attention_mask is not None else None
         causal = False
         if mask is None and q_len > 1 and getattr(module, "is_causal", False):
@@ -193,10 +200,9 @@ def corevital_attention(
         if step and not step_done:
             collector.on_step_scores(entry, *step_row_scores(module, query, key, attention_mask, scaling, kwargs))  # type: ignore[union-attr]
     elif entry[0].role != "encoder":
-        if attention_mask is None and kwargs.get("position_bias") is None and kwargs.get("softcap") is None:
+        if attention_mask is None and plain_scores(kwargs):
             # a decode step: keep references only; every layer's row is computed at the step's end
-            scale = query.shape[-1] ** -0.5 if scaling is None else float(scaling)
-            collector.on_step_query(entry, query[0, :, -1, :], key[0], scale)  # type: ignore[union-attr]
+            collector.on_step_query(entry, query[0, :, -1, :], key[0], softmax_scale(query, scaling))  # type: ignore[union-attr]
         else:
             collector.on_step_scores(entry, *step_row_scores(module, query, key, attention_mask, scaling, kwargs))  # type: ignore[union-attr]
     return out, None

@@ -1,11 +1,13 @@
 """The collector: hooks that reduce what the model computes, on the device, as it computes it.
 
-Per generation step t (forward number t of ``generate``) it records, into preallocated device
-buffers indexed by t: output-distribution metrics from the logits, hidden-state summaries of
-every layer at the step's position, per-head attention entropy/concentration of the step's
-query row, and the repetition similarity. During the prompt pass (the causal LM's prefill, or
-the encoder pass of an encoder-decoder) it also records the prompt telemetry. Everything is
-copied to the host once, in :meth:`Collector.finish`.
+Per generation step t (forward number t of ``generate``) it hands the step's raw inputs — the
+logits, every layer's vector at the step's position, every layer's attention score row, the
+chosen token — to :class:`.step_chunks.StepChunks`, which reduces them per chunk of steps into
+device buffers indexed by t (output distribution, hidden-state summaries, per-head attention
+entropy/concentration, repetition similarity). During the prompt pass (the causal LM's
+prefill, or the encoder pass of an encoder-decoder) it also records the prompt telemetry, whose
+per-layer results start copying to the host as they are made. Everything else is copied to the
+host once, in :meth:`Collector.finish`.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from torch import nn
 
 from . import metrics
 from .prompt_attention import DEFAULT_TILE_BYTES, PromptAccumulator, tile_rows
+from .step_chunks import StepChunks, pad_rows
+from .structure import ModelStructure, Stack, execution_device
 
 #: Default ceiling for the sparse prompt attention of a run (uncapped estimate), bytes.
 DEFAULT_MAX_SPARSE_BYTES = 512 * 2**20
-from .step_chunks import StepChunks, pad_rows
-from .structure import ModelStructure, Stack, execution_device
 
 #: Largest stack of one decode step's keys (all layers) scored in one batched matmul, bytes;
 #: longer caches are scored layer by layer (they are GPU-bound, not launch-bound, anyway).
@@ -108,8 +110,6 @@ class Collector:
         self.cap = int(attention_cap)
         self.tile_bytes = int(tile_bytes)
         self.max_sparse_bytes = int(max_sparse_bytes)
-        self.logit_lens = logit_lens
-        self.lens_scale = lens_scale
         self.step = -1  # index of the forward being run (= generation step)
         self.attention_calls = 0
         self._handles: list[Any] = []

@@ -46,7 +46,6 @@ class StepChunks:
         self.lm_head, self.final_norm, self.lens_scale, self.lens_device = lm_head, final_norm, lens_scale, lens_device
         self.start = 0  # first step of the current chunk
         self.chunk = 0  # its capacity (steps), chosen at its first step
-        self.filled = 0  # steps of the current chunk whose forward ran
         self._n_hidden = self._n_logits = 0  # steps of the chunk with hidden vectors / logits put
         self.out: dict[str, torch.Tensor] = {}
         self._logits: torch.Tensor | None = None  # [chunk, V]
@@ -55,6 +54,11 @@ class StepChunks:
         self._scores: torch.Tensor | None = None  # [chunk, L, H, S_max] float32, -inf beyond each row
         self._scales: list[list[float]] = []  # per step of the chunk, per layer
         self._tail: torch.Tensor | None = None  # [REPETITION_PREVIOUS, D] last-layer vectors before the chunk
+
+    @property
+    def filled(self) -> int:
+        """Steps of the current chunk whose forward ran (put anything)."""
+        return max(self._n_hidden, self._n_logits, len(self._scales))
 
     # ------------------------------------------------------------------ buffers
     def _out(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
@@ -93,7 +97,6 @@ class StepChunks:
             n_layers, n_heads, n_keys = score_shape
             limit = min(limit, CHUNK_SCORE_BYTES // (n_layers * n_heads * (n_keys + CHUNK_STEPS) * 4))
         self.chunk = max(1, min(limit, self.max_steps - self.start))
-        self._scales = []
 
     def put_scores(self, step: int, scores: torch.Tensor, scales: list[float]) -> None:
         """Score rows [L, H, S] of ``step`` (masked keys at -inf, not multiplied by ``scales``
@@ -122,7 +125,6 @@ class StepChunks:
         assert self._hidden is not None
         torch.stack([v.to(dev) for v in vectors], out=self._hidden[slot])
         self._n_hidden = slot + 1
-        self.filled = max(self.filled, slot + 1)
 
     def put_logits(self, step: int, logits: torch.Tensor) -> None:
         """The raw next-token logits [V] of ``step`` (before any warping)."""
@@ -134,7 +136,6 @@ class StepChunks:
         assert self._logits is not None
         self._logits[slot].copy_(logits)
         self._n_logits = slot + 1
-        self.filled = max(self.filled, slot + 1)
 
     def put_token(self, step: int, token: torch.Tensor) -> None:
         """The token chosen at ``step`` (known at the next step's start, or at the end)."""
@@ -162,7 +163,8 @@ class StepChunks:
         if len(self._scales) == n:
             self._reduce_scores(steps, n)
         self.start += n
-        self.filled = self._n_hidden = self._n_logits = 0
+        self._n_hidden = self._n_logits = 0
+        self._scales = []
         self.chunk = 0
 
     def _reduce_logits(self, steps: slice, n: int, n_known_tokens: int) -> None:
