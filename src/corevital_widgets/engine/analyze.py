@@ -12,7 +12,8 @@ from ..trace.groups import Attention, Heads, Layers, Prompt, Timeline
 from ..trace.health import DEFAULT_THRESHOLDS, Thresholds
 from ..trace.sparse import SparseAttention, round_float16_mantissa
 from ..trace.trace import SCHEMA_VERSION, Trace
-from .attention import ACTIVE_COLLECTOR, register
+from . import adapters
+from .attention import ACTIVE_COLLECTOR, tapped_attention
 from .collector import DEFAULT_MAX_SPARSE_BYTES, CollectedArrays, Collector
 from .prompt_attention import DEFAULT_TILE_BYTES
 from .loading import resolve_model, resolve_tokenizer
@@ -158,22 +159,15 @@ def analyze(
     vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else None
     if vocab is not None and top_k > vocab:
         raise ValueError(f"top_k={top_k} exceeds the vocabulary size {vocab}")
+    refused = adapters.refusal(model)
+    if refused:
+        raise ValueError(refused)
     structure = inspect_model(model)
-    if hasattr(model, "_can_set_attn_implementation") and not model._can_set_attn_implementation():
-        raise ValueError(
-            f"{type(model).__name__} does not route attention through transformers' AttentionInterface, "
-            "so corevital cannot read its attention"
-        )
+    routes = adapters.plan_attention(model, structure)  # refuses what cannot be read, before anything runs
 
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     device = execution_device(embeddings if embeddings is not None else model)
     input_ids = input_ids.to(device)
-    collector = Collector(
-        model, structure, input_ids[0], max_steps=max_new_tokens, top_k=int(top_k),
-        prompt_telemetry=prompt_telemetry, attention_threshold=attention_threshold, attention_cap=attention_cap,
-        tile_bytes=attention_tile_bytes, max_sparse_bytes=max_sparse_bytes, logit_lens=logit_lens,
-        lens_scale=_lens_scale(model),
-    )
     gen_kwargs = dict(generate_kwargs)
     pad = getattr(tokenizer, "pad_token_id", None)
     if pad is None:
@@ -183,32 +177,40 @@ def analyze(
                              user_streamer=gen_kwargs.pop("streamer", None))
 
     t_gen = time.perf_counter()
-    with preserved_model_state(model):
-        model.set_attn_implementation(register())
-        token = ACTIVE_COLLECTOR.set(collector)
-        collector.install()
+    tapped = [m for m in structure.attention_modules if routes[id(m)] == "interface"]
+    with preserved_model_state(model), tapped_attention(tapped, _implementation(model)):
         try:
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
-                if seed is not None:
-                    torch.manual_seed(int(seed))
-                output = model.generate(
-                    input_ids=input_ids,
-                    attention_mask=torch.ones_like(input_ids),
-                    max_new_tokens=max_new_tokens,
-                    do_sample=do_sample,
-                    streamer=streamer if streamer.active else None,  # put() syncs: attach only when listened to
-                    **gen_kwargs,
-                )
-                generated = output[0] if structure.is_encoder_decoder else output[0, n_prompt:]
-                if structure.is_encoder_decoder:
-                    generated = generated[1:]  # drop the decoder start token
-                n_steps = int(generated.shape[0])
-                if n_steps:
-                    collector.record_token(n_steps - 1, generated[-1])
-                arrays = collector.finish(n_steps)
+            collector = Collector(
+                model, structure, input_ids[0], max_steps=max_new_tokens, top_k=int(top_k),
+                prompt_telemetry=prompt_telemetry, attention_threshold=attention_threshold, attention_cap=attention_cap,
+                tile_bytes=attention_tile_bytes, max_sparse_bytes=max_sparse_bytes, logit_lens=logit_lens,
+                lens_scale=_lens_scale(model),
+            )
+            token = ACTIVE_COLLECTOR.set(collector)
+            collector.install(routes)
+            try:
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
+                    if seed is not None:
+                        torch.manual_seed(int(seed))
+                    output = model.generate(
+                        input_ids=input_ids,
+                        attention_mask=torch.ones_like(input_ids),
+                        max_new_tokens=max_new_tokens,
+                        do_sample=do_sample,
+                        streamer=streamer if streamer.active else None,  # put() syncs: attach only when listened to
+                        **gen_kwargs,
+                    )
+                    generated = output[0] if structure.is_encoder_decoder else output[0, n_prompt:]
+                    if structure.is_encoder_decoder:
+                        generated = generated[1:]  # drop the decoder start token
+                    n_steps = int(generated.shape[0])
+                    if n_steps:
+                        collector.record_token(n_steps - 1, generated[-1])
+                    arrays = collector.finish(n_steps)
+            finally:
+                collector.remove()
+                ACTIVE_COLLECTOR.reset(token)
         finally:
-            collector.remove()
-            ACTIVE_COLLECTOR.reset(token)
             streamer.close()
     t_done = time.perf_counter()
 
@@ -226,6 +228,11 @@ def analyze(
     trace.meta["timings"] = {"setup_s": t_gen - t_start, "generate_s": t_done - t_gen,
                              "build_s": time.perf_counter() - t_done}
     return trace
+
+
+def _implementation(model: Any) -> str | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", None) if config is not None else None
 
 
 def _lens_scale(model: Any) -> float:
@@ -340,6 +347,9 @@ def _build_trace(
         "thresholds": dict(thresholds.__dict__),
         "versions": _library_versions(),
         "attention_calls": a.attention_calls,
+        "attention_implementation": _implementation(model) or "eager",
+        "attention_layers": structure.step.attention_layers,
+        "prompt_attention_layers": structure.prompt.attention_layers,
     }
     return Trace(
         meta=meta,

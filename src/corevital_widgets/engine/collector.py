@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 from . import metrics
+from . import adapters
+from .attention import CallSpec, mismatch_tolerance, observe_call, output_mismatch
 from .prompt_attention import DEFAULT_TILE_BYTES, PromptAccumulator, tile_rows
 from .step_chunks import StepChunks, pad_rows
 from .structure import ModelStructure, Stack, execution_device
@@ -44,6 +46,27 @@ def _to_host(t: torch.Tensor, pending: set[torch.device]) -> torch.Tensor:
     host.copy_(t, non_blocking=True)
     pending.add(t.device)
     return host
+
+
+def _ask_for_weights(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Forward pre-hook: ask a legacy attention module for its probabilities (its own
+    ``output_attentions`` path; the model-level output is unaffected)."""
+    kwargs["output_attentions"] = True
+    return args, kwargs
+
+
+def _all_layers(values: np.ndarray, layers: list[int], n_layers: int, axis: int) -> np.ndarray:
+    """``values`` of the blocks ``layers`` (along ``axis``) spread over all ``n_layers`` blocks;
+    blocks without softmax attention get NaN (never 0)."""
+    if len(layers) == n_layers:
+        return values
+    shape = list(values.shape)
+    shape[axis] = n_layers
+    out = np.full(shape, np.nan, dtype=values.dtype if values.dtype.kind == "f" else np.float32)
+    index = [slice(None)] * values.ndim
+    index[axis] = layers
+    out[tuple(index)] = values
+    return out
 
 
 def _tensor_output(output: Any) -> torch.Tensor:
@@ -128,14 +151,22 @@ class Collector:
         self._sparse: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._prompt_surprisal: torch.Tensor | None = None
         self._pending_copies: set[torch.device] = set()  # devices with host copies in flight
+        self._step_layers = structure.step.attention_layers  # blocks with softmax attention, ascending
+        self._prob_layers: set[int] = set()  # step layers read from returned probabilities (no scores)
 
     # ------------------------------------------------------------------ steps
     def _in_prompt_pass(self, stack: Stack) -> bool:
         return self.prompt_telemetry and (stack.role == "encoder" or (stack.role == "causal" and self.step == 0))
 
     # ---------------------------------------------------------------------- hooks
-    def install(self) -> None:
+    def install(self, routes: dict[int, str] | None = None) -> None:
+        """Hook the model; attention modules on the "weights" route (legacy modules that compute
+        attention themselves) are asked for their own probabilities, read and dropped."""
         model = self.model
+        for module in self.structure.attention_modules:
+            if routes is not None and routes.get(id(module)) == "weights":
+                self._handles.append(module.register_forward_pre_hook(_ask_for_weights, with_kwargs=True))
+                self._handles.append(module.register_forward_hook(self._on_weights))
         self._handles.append(model.register_forward_pre_hook(self._on_model_pre, with_kwargs=True))
         self._handles.append(model.register_forward_hook(self._on_model_out, with_kwargs=True))
         stacks = {id(self.structure.step): self.structure.step, id(self.structure.prompt): self.structure.prompt}
@@ -215,6 +246,15 @@ class Collector:
     def _finish_step(self) -> None:
         """End of a step's forward through the layers: hand its raw score rows and layer
         vectors to the chunk (copies only; the metrics are computed per chunk)."""
+        seen = sorted(set(self._step_rows) | set(self._step_queries))
+        if seen != self._step_layers:
+            missing = sorted(set(self._step_layers) - set(seen))
+            raise ValueError(
+                f"step {self.step}: the attention of layers {missing} did not go through the attention function "
+                "corevital reads (transformers' AttentionInterface); the trace would be partial, so none is returned"
+            )
+        if self.step == 0 and self.structure.is_encoder_decoder and self.prompt_telemetry:
+            self._check_prompt_layers()
         rows = self._step_score_matrix()
         self.chunks.begin_step(self.step, tuple(rows[0].shape) if rows is not None else None)  # type: ignore[arg-type]
         if rows is not None:
@@ -224,6 +264,84 @@ class Collector:
         self.chunks.put_hidden(self.step, vecs)
 
     # ----------------------------------------------------------------- attention
+    def on_attention(self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attention_mask: torch.Tensor | None, spec: CallSpec, output: torch.Tensor) -> None:
+        """One call of the model's (tapped) attention function."""
+        observe_call(self, module, query, key, value, attention_mask, spec, output)
+
+    def verify_call(self, entry: tuple[Stack, int], module: nn.Module, query: torch.Tensor, key: torch.Tensor,
+                    value: torch.Tensor, attention_mask: torch.Tensor | None, spec: CallSpec,
+                    output: torch.Tensor) -> None:
+        """First forward (prefill / encoder pass / first decoder step) of every block: the call
+        carries no argument the statistics do not understand, and corevital's probabilities times
+        the values reproduce the model's own output on the first, middle and last query rows.
+        Otherwise stop before any token is produced rather than return a wrong trace."""
+        stack, layer = entry
+        where = f"{stack.role} layer {layer} ({type(module).__name__}, attention implementation {spec.implementation!r})"
+        unknown = adapters.unsupported_kwargs(spec.kwargs)
+        if unknown:
+            raise ValueError(f"{self._model_name()}: {where} passes {unknown} to its attention function, which "
+                             "corevital's statistics do not model; refused before generating (nothing returned, the "
+                             "model unchanged). Try attn_implementation='sdpa' or 'eager'.")
+        if query.shape[0] != 1:
+            raise ValueError(f"{where} runs a batch of {query.shape[0]}; corevital traces one sequence")
+        q_len = query.shape[-2]
+        rows = torch.unique(torch.tensor([0, q_len // 2, q_len - 1], device=query.device))
+        err = output_mismatch(module, query, key, value, attention_mask, spec, output, rows)
+        if not err <= mismatch_tolerance(query.dtype):
+            raise ValueError(
+                f"{self._model_name()}: corevital's recomputation of the attention of {where} does not reproduce the "
+                f"model's output (relative difference {err:.3g}), so its statistics would be wrong; refused before "
+                "generating (nothing returned, the model unchanged). Please report the model type."
+            )
+
+    def _check_prompt_layers(self) -> None:
+        missing = sorted(set(self.structure.prompt.attention_layers) - set(self._prompt_heads))
+        if missing:
+            raise ValueError(
+                f"{self._model_name()}: the prompt pass's attention of layers {missing} did not go through the "
+                "attention function corevital reads; the prompt telemetry would be partial, so no trace is returned"
+            )
+
+    def _model_name(self) -> str:
+        config = getattr(self.model, "config", None)
+        return f"{getattr(config, 'model_type', '') or '?'} ({type(self.model).__name__})"
+
+    def verifying(self, stack: Stack) -> bool:
+        """Whether calls of this stack are checked now (its first forward)."""
+        return self.step <= 0 or stack.role == "encoder"
+
+    def _on_weights(self, module: nn.Module, args: tuple, output: Any) -> Any:
+        """Forward hook of a "weights"-route module: read its probabilities [1, H, q, k], drop them
+        from its output (the model never accumulates them)."""
+        entry = self.entry_of(module)
+        if entry is None or not isinstance(output, tuple) or len(output) < 2:
+            return None
+        probs = output[1]
+        stack, layer = entry
+        if not isinstance(probs, torch.Tensor) or probs.dim() != 4 or probs.shape[0] != 1:
+            raise ValueError(f"{self._model_name()}: {stack.role} layer {layer} ({type(module).__name__}) returned no "
+                             "[1, heads, queries, keys] attention probabilities; it cannot be traced exactly")
+        p = probs[0].float()
+        if self.verifying(stack):
+            sums = p.sum(-1)
+            if not bool(torch.all((sums - 1).abs() < 1e-2) | torch.isnan(sums).all()):
+                raise ValueError(f"{self._model_name()}: the attention weights of {stack.role} layer {layer} do not "
+                                 "sum to 1 over the keys (not plain softmax attention); refused")
+        n_heads, q_len, n_keys = p.shape
+        if q_len > 1:
+            acc, step = self.prompt_pass(entry, n_heads, n_keys, p.device)
+            if acc is not None:
+                acc.add(p, 0)
+                self.on_prompt_done(entry, acc)
+            if step:
+                self.on_step_scores(entry, torch.log(p[:, -1, :]))
+        elif stack.role != "encoder":
+            self.on_step_scores(entry, torch.log(p[:, -1, :]))
+        if stack.role != "encoder":
+            self._prob_layers.add(layer)
+        return (output[0], None, *output[2:])
+
     def entry_of(self, module: nn.Module) -> tuple[Stack, int] | None:
         """(stack, layer) of an instrumented self-attention module; None for cross-attention."""
         entry = self.structure.attention_index.get(id(module))
@@ -337,17 +455,27 @@ class Collector:
         for device in self._pending_copies:  # the prompt pass's asynchronous host copies
             torch.cuda.synchronize(device)
         self._pending_copies.clear()
-        head = host("head_stats")
+        n_step_layers = self.structure.step.num_layers
+        raw = host("head_stats")  # [T, 3, L_attention, H]
+        for layer in self._prob_layers:  # read from probabilities: no pre-softmax scores, no score variance
+            raw[:, 2, self._step_layers.index(layer)] = np.nan
+        flags = np.stack([np.isnan(raw[:, 0]).any(-1), np.isinf(raw[:, 1]).any(-1)], -1)  # [T, L_attention, 2]
+        attention_flags = np.zeros((flags.shape[0], n_step_layers, 2), dtype=bool)
+        attention_flags[:, self._step_layers] = flags
+        head = _all_layers(raw, self._step_layers, n_step_layers, axis=2)
         head_entropy, head_concentration = head[:, 0], head[:, 1]
         prompt_heads = lt = psurp = counts = keys = vals = None
         if self.prompt_telemetry and self._prompt_heads:
-            n = self.structure.prompt.num_layers
-            prompt_heads = torch.stack([self._prompt_heads[i] for i in range(n)]).numpy()
+            self._check_prompt_layers()
+            stack = self.structure.prompt
+            n, attn = stack.num_layers, stack.attention_layers
+            prompt_heads = _all_layers(torch.stack([self._prompt_heads[i] for i in attn]).numpy(), attn, n, axis=0)
             lt = torch.stack([self._layer_transformation[i] for i in range(n)]).numpy()
             psurp = None if self._prompt_surprisal is None else self._prompt_surprisal.cpu().numpy()
-            counts = torch.stack([self._sparse[i][0] for i in range(n)]).numpy()
-            keys = torch.cat([self._sparse[i][1] for i in range(n)]).numpy()
-            vals = torch.cat([self._sparse[i][2] for i in range(n)]).numpy()
+            no_rows = np.zeros_like(self._sparse[attn[0]][0].numpy())
+            counts = np.stack([self._sparse[i][0].numpy() if i in self._sparse else no_rows for i in range(n)])
+            keys = torch.cat([self._sparse[i][1] for i in attn]).numpy()
+            vals = torch.cat([self._sparse[i][2] for i in attn]).numpy()
         return CollectedArrays(
             step_stats=host("step_stats"),
             surprisal=host("surprisal"),
@@ -360,7 +488,7 @@ class Collector:
             head_entropy=head_entropy,
             head_concentration=head_concentration,
             score_variance=head[:, 2].max(-1),
-            attention_flags=np.stack([np.isnan(head_entropy).any(-1), np.isinf(head_concentration).any(-1)], -1),
+            attention_flags=attention_flags,
             prompt_heads=prompt_heads,
             layer_transformation=lt,
             prompt_surprisal=psurp,

@@ -1,6 +1,8 @@
 """Finding what the engine instruments in a transformers model: layer stacks and their
-self-attention modules. Works by structure (a ModuleList of identical blocks that each hold an
-attention module), not by model name, so Llama, GPT-2, Qwen2, T5 and BART are all covered."""
+self-attention modules. Works by structure (a ModuleList of blocks, some or all of which hold
+an attention module), not by model name, so Llama, GPT-2, Qwen2, T5 and BART are covered, and
+so are hybrid stacks (Jamba, Qwen3-Next, LFM2: some blocks are state-space, linear-attention or
+convolution mixers, which have no softmax attention and get ``None``)."""
 
 from __future__ import annotations
 
@@ -22,18 +24,24 @@ class Stack:
     """One stack of transformer blocks.
 
     module: the module owning the blocks (its output carries ``last_hidden_state``).
-    layers: the blocks, in order. attention: each block's self-attention module.
+    layers: the blocks, in order. attention: each block's self-attention module, None for a
+    block without softmax attention (hybrid stacks).
     role: "causal" (decoder-only: prompt and steps), "encoder" (prompt only) or "decoder" (steps).
     """
 
     module: nn.Module
     layers: list[nn.Module]
-    attention: list[nn.Module]
+    attention: list[nn.Module | None]
     role: Role
 
     @property
     def num_layers(self) -> int:
         return len(self.layers)
+
+    @property
+    def attention_layers(self) -> list[int]:
+        """Indices of the blocks with softmax self-attention, ascending."""
+        return [i for i, a in enumerate(self.attention) if a is not None]
 
 
 @dataclass
@@ -49,9 +57,21 @@ class ModelStructure:
     attention_index: dict[int, tuple[Stack, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.reindex()
+
+    def reindex(self) -> None:
+        """Rebuild the module -> (stack, layer) index after ``attention`` lists changed."""
+        self.attention_index.clear()
         for stack in {id(self.step): self.step, id(self.prompt): self.prompt}.values():
             for i, module in enumerate(stack.attention):
-                self.attention_index[id(module)] = (stack, i)
+                if module is not None:
+                    self.attention_index[id(module)] = (stack, i)
+
+    @property
+    def attention_modules(self) -> list[nn.Module]:
+        """Every instrumented self-attention module (both stacks)."""
+        return [m for stack in {id(self.step): self.step, id(self.prompt): self.prompt}.values()
+                for m in stack.attention if m is not None]
 
 
 def execution_device(module: nn.Module) -> torch.device:
@@ -81,23 +101,33 @@ def _innermost_self_attention(block: nn.Module) -> nn.Module | None:
     return None
 
 
-def _find_stack(root: nn.Module, role: Role) -> Stack | None:
-    best: tuple[nn.Module, nn.ModuleList] | None = None
+def _find_stack(root: nn.Module, role: Role, n_layers: int | None = None) -> Stack | None:
+    """The stack of blocks under ``root``: among the ModuleLists of which at least one block
+    holds a self-attention module, the one with ``n_layers`` blocks (the config's layer count)
+    if there is one, else the longest."""
+    best: tuple[tuple[bool, int], nn.Module, nn.ModuleList, list] | None = None
     for owner in root.modules():
         for child in owner.children():
             if not isinstance(child, nn.ModuleList) or len(child) == 0:
                 continue
-            if any(type(b) is not type(child[0]) for b in child):
+            attention = [_innermost_self_attention(b) for b in child]
+            if all(a is None for a in attention):
                 continue
-            if _innermost_self_attention(child[0]) is None:
-                continue
-            if best is None or len(child) > len(best[1]):
-                best = (owner, child)
+            rank = (len(child) == n_layers, len(child))
+            if best is None or rank > best[0]:
+                best = (rank, owner, child, attention)
     if best is None:
         return None
-    owner, blocks = best
-    layers = list(blocks)
-    return Stack(owner, layers, [_innermost_self_attention(b) for b in layers], role)  # type: ignore[misc]
+    _, owner, blocks, attention = best
+    return Stack(owner, list(blocks), attention, role)
+
+
+def _layer_count(config: object | None) -> int | None:
+    for name in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def inspect_model(model: nn.Module) -> ModelStructure:
@@ -110,7 +140,8 @@ def inspect_model(model: nn.Module) -> ModelStructure:
         prompt = _find_stack(encoder, "encoder") if encoder is not None else None
         step = _find_stack(decoder, "decoder") if decoder is not None else None
     else:
-        step = prompt = _find_stack(model, "causal")
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        step = prompt = _find_stack(model, "causal", _layer_count(text))
     if step is None or prompt is None:
         raise ValueError(
             f"{type(model).__name__} has no stack of transformer blocks with self-attention modules that "
