@@ -12,6 +12,7 @@ Prints, side by side in one run:
 
     python benchmarks/bench_gpu.py [--configs 1b,8b] [--lengths 512,2048,8192,32768] [--repeats 3]
     python benchmarks/bench_gpu.py --devices 2 [--repeats 3]     # 70B-class model sharded over 2 GPUs
+    python benchmarks/bench_gpu.py --quantized [--repeats 3]     # bitsandbytes 4-bit / 8-bit overhead
 
 Timings need no trained weights; random weights are initialised on the GPU.
 """
@@ -269,7 +270,11 @@ def sharded_run(n_devices: int, repeats: int, decode_tokens: int, decode_prompt:
         sync_all()
         return time.perf_counter() - t
 
-    gen_sdpa(), ours()  # warm-up
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gen_sdpa(), ours()  # warm-up
     plain_t, ours_t = [], []
     for _ in range(repeats):
         plain_t.append(timed(gen_sdpa))
@@ -304,11 +309,65 @@ def sharded_run(n_devices: int, repeats: int, decode_tokens: int, decode_prompt:
     def telemetry():
         return corevital.analyze(model, pr, tok, max_new_tokens=1)
 
-    fwd_sdpa(), telemetry()  # warm-up (kernel compilation)
-    base = statistics.median(timed(fwd_sdpa) for _ in range(2))
-    tel = statistics.median(timed(telemetry) for _ in range(2))
+    with warnings.catch_warnings(record=True) as caught_prompt:
+        warnings.simplefilter("always")
+        fwd_sdpa(), telemetry()  # warm-up (kernel compilation)
+        base = statistics.median(timed(fwd_sdpa) for _ in range(2))
+        tel = statistics.median(timed(telemetry) for _ in range(2))
     print(f"prompt telemetry at {prompt_len} tokens: SDPA forward {base:.3f} s, analyze(max_new_tokens=1) {tel:.3f} s "
           f"({tel / base:.2f}x)")
+    fallback = [str(w.message) for w in caught + caught_prompt if "Triton" in str(w.message)]
+    print(f"Triton fallback warnings: {len(fallback)}" + (f" ({fallback[0][:200]})" if fallback else ""))
+
+
+def quantized_run(repeats: int, decode_tokens: int, decode_prompt: int) -> None:
+    """bitsandbytes 4-bit (NF4) and 8-bit (LLM.int8) versions of the 1B-class random Llama:
+    decode time of analyze vs plain generate on the same quantized model (median of per-run
+    ratios), prompt telemetry of a 2k prompt vs a forward."""
+    import tempfile
+
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    folder = tempfile.mkdtemp()
+    model = build("1b")
+    model.save_pretrained(folder)
+    vocab = model.config.vocab_size
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+    tok = word_tokenizer(vocab)
+    prompt = prompt_of(decode_prompt, vocab)
+    configs = {"nf4": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16),
+               "int8": BitsAndBytesConfig(load_in_8bit=True)}
+    for name, quant in configs.items():
+        model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=quant, device_map={"": 0},
+                                                     dtype=torch.bfloat16).eval()
+        ids = tok(prompt, return_tensors="pt")["input_ids"].cuda()
+        n = decode_tokens
+
+        def gen():
+            with torch.inference_mode():
+                return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                                      do_sample=False, pad_token_id=0)
+
+        def ours(telemetry=False):
+            return corevital.analyze(model, prompt, tok, max_new_tokens=n, min_new_tokens=n, prompt_telemetry=telemetry)
+
+        gen(), ours()  # warm-up
+        plain_t, ours_t, full_t = [], [], []
+        for _ in range(repeats):
+            plain_t.append(cuda_time(gen)[0])
+            ours_t.append(cuda_time(ours)[0])
+            full_t.append(cuda_time(lambda: ours(True))[0])
+        ratios = [o / p for o, p in zip(ours_t, plain_t)]
+        full = [o / p for o, p in zip(full_t, plain_t)]
+        print(f"{name}: 1B-class Llama, decode {n} tokens after {decode_prompt}: generate {statistics.median(plain_t):.3f} s, "
+              f"analyze (per-step metrics) {statistics.median(ours_t):.3f} s, with prompt telemetry "
+              f"{statistics.median(full_t):.3f} s; median per-run ratio {statistics.median(ratios):.3f} "
+              f"(runs {', '.join(f'{r:.2f}' for r in ratios)}), with prompt telemetry {statistics.median(full):.3f}")
+        del model
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def main() -> None:
@@ -326,7 +385,12 @@ def main() -> None:
                     help="the sharded run instead: a 70B-class model filling this many GPUs (device_map='auto')")
     ap.add_argument("--compare-torch", action="store_true",
                     help="also time prompt telemetry with the tiled torch path (COREVITAL_TRITON=0) beside the kernels")
+    ap.add_argument("--quantized", action="store_true",
+                    help="the bitsandbytes run instead: 4-bit and 8-bit 1B-class models, analyze vs generate")
     args = ap.parse_args()
+    if args.quantized:
+        quantized_run(args.repeats, args.decode_tokens, args.decode_prompt)
+        return
     if args.split_check:
         split_check()
         return
@@ -364,14 +428,11 @@ def main() -> None:
             finally:
                 model.set_attn_implementation("sdpa")
 
-        def gen_swapped():  # our attention function registered, nothing collected: what the swap alone costs
-            from corevital_widgets.engine.attention import register
+        def gen_swapped():  # the model's attention function tapped, nothing collected: what the tap alone costs
+            from corevital_widgets.engine.attention import tapped_attention
 
-            model.set_attn_implementation(register())
-            try:
+            with tapped_attention([layer.self_attn for layer in model.model.layers], "sdpa"):
                 return gen_sdpa()
-            finally:
-                model.set_attn_implementation("sdpa")
 
         def ours(telemetry=True):
             return lambda: corevital.analyze(model, prompt, tok, max_new_tokens=n, min_new_tokens=n,
@@ -394,7 +455,7 @@ def main() -> None:
             print(f"decode: generate {n} tokens after a {p}-token prompt (median of {args.repeats}, alternating)")
             print(f"  SDPA generate                          {fmt(med['sdpa'])}")
             print(f"  eager + all attentions/hidden returned {fmt(eager, med['sdpa'])}")
-            print(f"  our attention function, no collection  {fmt(med['swap'], med['sdpa'])}")
+            print(f"  attention tapped, nothing collected    {fmt(med['swap'], med['sdpa'])}")
             print(f"  corevital.analyze, all metrics         {fmt(med['ours'], med['sdpa'])}")
             print(f"  corevital.analyze, no prompt telemetry {fmt(med['ours_no_prompt'], med['sdpa'])}")
             ratios = [o[0] / s[0] for o, s in zip(runs["ours_no_prompt"], runs["sdpa"])]

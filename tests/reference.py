@@ -35,29 +35,31 @@ def teacher_forced(model, prompt_ids: np.ndarray, gen_ids: np.ndarray) -> Forwar
     """One plain forward over prompt + generated tokens with eager attention (restored after)."""
     before = model.config._attn_implementation
     model.set_attn_implementation("eager")
+    dev = model.get_input_embeddings().weight.device
     try:
         with torch.no_grad():
             if model.config.is_encoder_decoder:
                 start = model.config.decoder_start_token_id
                 dec = np.concatenate([[start], gen_ids[:-1]])
-                out = model(input_ids=torch.tensor(prompt_ids)[None], decoder_input_ids=torch.tensor(dec)[None],
+                out = model(input_ids=torch.tensor(prompt_ids, device=dev)[None],
+                            decoder_input_ids=torch.tensor(dec, device=dev)[None],
                             output_attentions=True, output_hidden_states=True)
-                hidden = np.stack([h[0].double().numpy() for h in out.decoder_hidden_states])
-                attn = np.stack([a[0].double().numpy() for a in out.decoder_attentions])
-                p_hidden = np.stack([h[0].double().numpy() for h in out.encoder_hidden_states])
-                p_attn = np.stack([a[0].double().numpy() for a in out.encoder_attentions])
+                hidden = np.stack([h[0].double().cpu().numpy() for h in out.decoder_hidden_states])
+                attn = np.stack([a[0].double().cpu().numpy() for a in out.decoder_attentions])
+                p_hidden = np.stack([h[0].double().cpu().numpy() for h in out.encoder_hidden_states])
+                p_attn = np.stack([a[0].double().cpu().numpy() for a in out.encoder_attentions])
                 pos = np.arange(len(gen_ids))
             else:
                 ids = np.concatenate([prompt_ids, gen_ids])
-                out = model(input_ids=torch.tensor(ids)[None], output_attentions=True, output_hidden_states=True)
-                hidden = np.stack([h[0].double().numpy() for h in out.hidden_states])
-                attn = np.stack([a[0].double().numpy() for a in out.attentions])
+                out = model(input_ids=torch.tensor(ids, device=dev)[None], output_attentions=True, output_hidden_states=True)
+                hidden = np.stack([h[0].double().cpu().numpy() for h in out.hidden_states])
+                attn = np.stack([a[0].double().cpu().numpy() for a in out.attentions])
                 p = len(prompt_ids)
                 p_hidden, p_attn = hidden[:, :p], attn[:, :, :p, :p]
                 pos = np.arange(len(gen_ids)) + p - 1
     finally:
         model.set_attn_implementation(before)
-    return Forward(out.logits[0].double().numpy(), hidden, attn, p_hidden, p_attn, pos)
+    return Forward(out.logits[0].double().cpu().numpy(), hidden, attn, p_hidden, p_attn, pos)
 
 
 def timeline(f: Forward, gen_ids: np.ndarray, k: int) -> dict[str, np.ndarray]:

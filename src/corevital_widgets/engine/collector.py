@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import metrics
@@ -374,36 +375,53 @@ class Collector:
         (no copy, no op); their score rows are computed for all layers at once at the step's end."""
         self._step_queries[entry[1]] = (query, key, scale)
 
-    def _score_rows_of_queries(self) -> tuple[torch.Tensor, list[float]] | None:
-        """Score rows (unscaled; decode rows have no mask) of the step's kept queries: one
-        batched matmul over all layers when they share a device, shapes and dtype and their
-        stacked keys fit STEP_BATCH_BYTES — returned as ([L, H, S], scales); otherwise one
-        matmul per layer, into ``_step_rows``, and None."""
+    def _score_rows_of_queries(self) -> None:
+        """Score rows (unscaled; decode rows have no mask) of the step's kept queries, into
+        ``_step_rows``: per device, one batched matmul over its layers when they share shapes
+        and dtype and their stacked keys fit STEP_BATCH_BYTES, else one matmul per layer."""
         kept = self._step_queries
         self._step_queries = {}
-        items = [(i, *kept[i]) for i in sorted(kept)]
-        q0, k0 = items[0][1], items[0][2]
-        uniform = all(q.shape == q0.shape and k.shape == k0.shape and q.device == q0.device and k.dtype == k0.dtype
-                      for _, q, k, _ in items)
-        if uniform and not self._step_rows and len(items) * k0.numel() * k0.element_size() <= STEP_BATCH_BYTES:
-            q = torch.stack([q for _, q, _, _ in items])[:, :, None, :]  # [L, H, 1, d]
-            k = torch.stack([k for _, _, k, _ in items])  # [L, Hkv, S, d]
-            return metrics.grouped_matmul(q, k.transpose(-1, -2))[:, :, 0, :], [sc for *_, sc in items]
-        for i, q, k, scale in items:
-            self._step_rows[i] = (metrics.grouped_matmul(q[None, :, None, :], k[None].transpose(-1, -2))[0, :, 0, :], scale)
-        return None
+        by_device: dict[torch.device, list[int]] = {}
+        for i in sorted(kept):
+            by_device.setdefault(kept[i][0].device, []).append(i)
+        for layers in by_device.values():
+            items = [(i, *kept[i]) for i in layers]
+            q0, k0 = items[0][1], items[0][2]
+            uniform = all(q.shape == q0.shape and k.shape == k0.shape and k.dtype == k0.dtype for _, q, k, _ in items)
+            if len(items) > 1 and uniform and len(items) * k0.numel() * k0.element_size() <= STEP_BATCH_BYTES:
+                q = torch.stack([q for _, q, _, _ in items])[:, :, None, :]  # [Lg, H, 1, d]
+                k = torch.stack([k for _, _, k, _ in items])  # [Lg, Hkv, S, d]
+                rows = metrics.grouped_matmul(q, k.transpose(-1, -2))[:, :, 0, :]
+                for j, (i, *_, scale) in enumerate(items):
+                    self._step_rows[i] = (rows[j], scale)
+            else:
+                for i, q, k, scale in items:
+                    self._step_rows[i] = (metrics.grouped_matmul(q[None, :, None, :], k[None].transpose(-1, -2))[0, :, 0, :], scale)
 
     def _step_score_matrix(self) -> tuple[torch.Tensor, list[float]] | None:
-        """This step's score rows of all layers [L, H, S] (unscaled) and each layer's scale."""
-        batched = self._score_rows_of_queries() if self._step_queries else None
-        if batched is not None:
-            return batched
+        """This step's score rows of all attention layers [L, H, S] (unscaled, layer order) and
+        each layer's scale. Rows of layers on other devices cross once per device, stacked."""
+        if self._step_queries:
+            self._score_rows_of_queries()
         if not self._step_rows:
             return None
-        rows = [self._step_rows[i] for i in sorted(self._step_rows)]
+        order = sorted(self._step_rows)
+        rows = self._step_rows
         self._step_rows = {}
-        dev = rows[0][0].device
-        return pad_rows([r.to(dev) for r, _ in rows]), [sc for _, sc in rows]  # one copy per layer on another device
+        dev = rows[order[0]][0].device
+        scales = [rows[i][1] for i in order]
+        devices = {rows[i][0].device for i in order}
+        if len(devices) == 1:
+            return pad_rows([rows[i][0] for i in order]), scales
+        parts, part_layers = [], []
+        for device in devices:  # one stacked copy per device
+            layers = [i for i in order if rows[i][0].device == device]
+            parts.append(pad_rows([rows[i][0] for i in layers]).to(dev, non_blocking=True))
+            part_layers += layers
+        n_keys = max(p.shape[-1] for p in parts)
+        stacked = torch.cat([F.pad(p.float(), (0, n_keys - p.shape[-1]), value=float("-inf")) for p in parts])
+        position = {layer: j for j, layer in enumerate(part_layers)}
+        return stacked[torch.tensor([position[i] for i in order], device=dev)], scales
 
     def on_prompt_done(self, entry: tuple[Stack, int], acc: PromptAccumulator) -> None:
         """Keep a layer's prompt head statistics; move its sparse profile to the host now."""

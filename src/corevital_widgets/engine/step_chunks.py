@@ -123,7 +123,16 @@ class StepChunks:
             self._hidden = self._alloc(self._hidden, (self.chunk, len(vectors), vectors[0].shape[-1]),
                                        vectors[0].dtype, dev)
         assert self._hidden is not None
-        torch.stack([v.to(dev) for v in vectors], out=self._hidden[slot])
+        if all(v.device == dev for v in vectors):
+            torch.stack(vectors, out=self._hidden[slot])
+        else:  # a model split over devices: one stacked copy per device, not one per layer
+            by_device: dict[torch.device, list[int]] = {}
+            for i, v in enumerate(vectors):
+                by_device.setdefault(v.device, []).append(i)
+            for device, layers in by_device.items():
+                part = torch.stack([vectors[i] for i in layers])
+                index = torch.tensor(layers, device=dev)
+                self._hidden[slot].index_copy_(0, index, part.to(dev, non_blocking=True))
         self._n_hidden = slot + 1
 
     def put_logits(self, step: int, logits: torch.Tensor) -> None:

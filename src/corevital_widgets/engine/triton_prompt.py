@@ -204,7 +204,16 @@ def fused_prompt_layer(query: torch.Tensor, key: torch.Tensor, scaling: float | 
     Returns (row statistics [5, H, P] float32 = entropy bits, concentration, sink, middle-third
     mass, log2-sum-exp2; sparse counts [H, P] int32; keys [N] int32; weights [N] float32) with
     the entries in (head, row, key) order. ``buffer_bytes`` bounds the sparse buffer of one
-    launch (rows are taken in chunks). One host sync (the compaction)."""
+    launch (rows are taken in chunks). One host sync (the compaction).
+
+    The kernels run on the tensors' own device and its current stream (a model split over
+    several GPUs has layers on each; Triton launches on the *current* device otherwise)."""
+    with torch.cuda.device(query.device):
+        return _fused_prompt_layer(query, key, scaling, causal, threshold, cap, buffer_bytes)
+
+
+def _fused_prompt_layer(query: torch.Tensor, key: torch.Tensor, scaling: float | None, causal: bool, threshold: float,
+                        cap: int, buffer_bytes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     _, n_heads, n_rows, head_dim = query.shape
     n_keys = key.shape[-2]
     q, k = query[0], key[0]

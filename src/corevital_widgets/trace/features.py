@@ -112,7 +112,7 @@ def trace_features(trace: "Trace") -> dict[str, float]:
         "surprisal_max": _stat(surprisal, "max"),
         "sequence_log2_likelihood": -float(surprisal.sum()) if n_steps else _NAN,
     }
-    denom = n_steps * n_layers * n_heads
+    denom = n_steps * len(trace.attention_layers) * n_heads  # hybrid stacks: only blocks with attention
     f["collapsed_head_rate"] = float(att.collapsed_head_count.astype(np.int64).sum() / denom) if denom else _NAN
     f["attention_entropy_spread"] = _stat(att.entropy_max.astype(np.float64) - att.entropy_min.astype(np.float64), "mean")
     f["attention_entropy_mean"] = _stat(att.entropy_mean, "mean")

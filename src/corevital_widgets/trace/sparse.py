@@ -8,6 +8,8 @@ by the row and never stored.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,9 +92,14 @@ class SparseAttention:
             self._entry_query = np.repeat(q, self.row_counts.ravel())
         return self._entry_query
 
-    def _select(self, layer: int | None, head: int | None) -> tuple[np.ndarray, np.ndarray]:
+    def _select(self, layer: int | Sequence[int] | None, head: int | None) -> tuple[np.ndarray, np.ndarray]:
         n_layers, n_heads, _ = self.shape
-        layers = np.arange(n_layers) if layer is None else np.array([_check_index(layer, n_layers, "layer")])
+        if layer is None:
+            layers = np.arange(n_layers)
+        elif isinstance(layer, (list, tuple, np.ndarray)):
+            layers = np.array([_check_index(i, n_layers, "layer") for i in layer], dtype=np.int64)
+        else:
+            layers = np.array([_check_index(layer, n_layers, "layer")])
         heads = np.arange(n_heads) if head is None else np.array([_check_index(head, n_heads, "head")])
         return layers, heads
 
@@ -101,11 +108,12 @@ class SparseAttention:
         return _gather_ranges(self.row_ptr[rows], self.row_ptr[rows + 1])
 
     # ------------------------------------------------------------------------ queries
-    def attends_to(self, token: int, layer: int | None = None, head: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def attends_to(self, token: int, layer: int | Sequence[int] | None = None,
+                   head: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Keys that prompt position ``token`` attends to, with their weights.
 
-        With ``layer``/``head`` given, the stored row; with either None, the mean over the
-        selected layers/heads (entries below the threshold count as 0). Returns
+        With ``layer``/``head`` given, the stored row; with either None (or a list of layers),
+        the mean over the selected layers/heads (entries below the threshold count as 0). Returns
         (keys int64 ascending, weights float32).
         """
         n_layers, n_heads, p = self.shape
@@ -115,7 +123,8 @@ class SparseAttention:
         idx = self._gather_rows(rows)
         return _aggregate(self.keys[idx], self.weights[idx], p, len(rows))
 
-    def attended_by(self, token: int, layer: int | None = None, head: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def attended_by(self, token: int, layer: int | Sequence[int] | None = None,
+                    head: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Query positions that attend to prompt position ``token``, with their weights.
 
         Aggregation over layers/heads as in :meth:`attends_to`. Returns (queries int64

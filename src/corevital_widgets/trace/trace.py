@@ -74,6 +74,31 @@ class Trace:
         return int(self.meta["num_heads"])
 
     @property
+    def attention_layers(self) -> list[int]:
+        """Decoder layers with softmax attention (all of them, except in hybrid stacks whose
+        state-space / linear-attention / convolution blocks have none: their attention metrics
+        are NaN and views show "no attention")."""
+        return [int(i) for i in self.meta.get("attention_layers", range(self.n_layers))]
+
+    @property
+    def prompt_attention_layers(self) -> list[int]:
+        """Layers of the prompt stack (the encoder for encoder-decoders) with softmax attention."""
+        n = int(self.meta.get("num_prompt_layers", self.n_layers))
+        return [int(i) for i in self.meta.get("prompt_attention_layers", range(n))]
+
+    def _prompt_layer(self, layer: int | None) -> int | list[int] | None:
+        """The layer argument of a sparse query: a layer without attention is an error; all
+        layers (None) means every layer that has attention."""
+        att = self.prompt_attention_layers
+        n = self.sparse.shape[0]
+        if layer is None:
+            return None if len(att) == n else att
+        if 0 <= int(layer) < n and int(layer) not in att:
+            raise ValueError(f"layer {layer} has no softmax attention (a state-space, linear-attention or convolution "
+                             f"block of a hybrid stack); layers with attention: {att}")
+        return layer
+
+    @property
     def thresholds(self) -> Thresholds:
         """The thresholds the flags and head counts were computed with."""
         return Thresholds(**self.meta.get("thresholds", {})) if self.meta.get("thresholds") else DEFAULT_THRESHOLDS
@@ -95,11 +120,11 @@ class Trace:
         heads when either is None (dropped entries count as 0). Weights are attention
         probabilities, float32; keys ascend.
         """
-        return self.sparse.attends_to(token, layer, head)
+        return self.sparse.attends_to(token, self._prompt_layer(layer), head)
 
     def attended_by(self, token: int, layer: int | None = None, head: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Prompt queries that attend to prompt position ``token``: (queries, weights)."""
-        return self.sparse.attended_by(token, layer, head)
+        return self.sparse.attended_by(token, self._prompt_layer(layer), head)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | PathLike[str]) -> int:
