@@ -22,8 +22,17 @@ export interface NDArray {
   dtype: DType;
 }
 
+/** The trace payload's JSON meta (`trace_meta` in payload.py); only the fields read by name are typed. */
+export interface TraceMeta extends Record<string, any> {
+  /** Decoder layers with softmax attention, ascending (hybrid stacks leave out their state-space /
+   * linear-attention / convolution blocks, whose attention metrics are NaN). Absent: all layers. */
+  attention_layers?: number[];
+  /** The same for the prompt stack (the encoder of encoder-decoders): the prompt heatmap and the graph. */
+  prompt_attention_layers?: number[];
+}
+
 export interface Payload {
-  meta: Record<string, any>;
+  meta: TraceMeta;
   arrays: Record<string, NDArray>;
   /** String arrays, flattened row-major, with their shapes in `stringShapes`. */
   strings: Record<string, string[]>;
@@ -103,6 +112,17 @@ export function decodePayload(src: DataView | ArrayBuffer | Uint8Array): Payload
     if (ITEM[e.dtype] * count !== e.nbytes) throw new Error(`payload entry ${e.name}: ${e.nbytes} bytes for ${count} items`);
     out.arrays[e.name] = { data, shape: e.shape, dtype: e.dtype };
   }
+  return out;
+}
+
+/** Layers 0..n-1 WITHOUT softmax attention for the decoder ("step") or prompt stack (empty when
+ * the meta does not list the attention layers: then every layer has attention). */
+export function noAttentionLayers(meta: TraceMeta, stack: "step" | "prompt", n: number = meta.n_layers ?? 0): Set<number> {
+  const att = stack === "prompt" ? meta.prompt_attention_layers : meta.attention_layers;
+  const out = new Set<number>();
+  if (!Array.isArray(att)) return out;
+  const has = new Set(att);
+  for (let l = 0; l < n; l++) if (!has.has(l)) out.add(l);
   return out;
 }
 

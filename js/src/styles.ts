@@ -49,6 +49,8 @@ export const CSS = `
 .cv-alt-text { min-width: 80px; font-family: var(--jp-code-font-family, monospace); }
 .cv-alt-bar { display: inline-block; height: 8px; background: var(--jp-brand-color2, #64b5f6); }
 .cv-heat-canvas { display: block; cursor: pointer; }
+.cv-noattn-swatch { display: inline-block; width: 14px; height: 10px; border-radius: 2px; margin-left: 6px;
+  background: repeating-linear-gradient(135deg, var(--jp-layout-color2, #e4e4e4) 0 3px, var(--jp-ui-font-color3, #999) 3px 4px); }
 .cv-graph-body { max-height: 320px; overflow: auto; border: 1px solid var(--jp-border-color2, #ddd); border-radius: 3px; padding: 4px; }
 .cv-graph-inner { position: relative; padding-top: 40px; }
 .cv-edges { position: absolute; left: 0; top: 0; pointer-events: none; }

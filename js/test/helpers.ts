@@ -121,3 +121,33 @@ export function lensPayload(): Uint8Array {
     lens_top1_text: [" It", " scatters", ""],
   });
 }
+
+/** The sample payload as a hybrid stack: layer 0 is a state-space / convolution block (no softmax
+ * attention: its heads are NaN at every step and in the prompt), layer 1 has attention, with one
+ * NaN head (step 0, head 2) that keeps the ordinary missing-value look. */
+export function hybridPayload(meta: Record<string, any> = { attention_layers: [1], prompt_attention_layers: [1] }): Uint8Array {
+  const L = 2, H = 3, T = 3;
+  const nanLayer0 = (vals: number[]) => vals.map((v, i) => (Math.floor(i / H) % L === 0 ? NaN : v)); // [T, L, H]
+  const headEnt = nanLayer0(Array.from({ length: T * L * H }, (_, i) => ((i % 7) + 1) * 0.5));
+  headEnt[1 * H + 2] = NaN;
+  const headConc = nanLayer0(Array.from({ length: T * L * H }, (_, i) => (i % 5) * 0.2));
+  headConc[4] = 0.95; // step 0, layer 1, head 1 focused
+  return samplePayload(meta, {
+    head_entropy: f4([T, L, H], headEnt),
+    head_concentration: f4([T, L, H], headConc),
+    prompt_head_entropy: f4([L, H], [NaN, NaN, NaN, 4, 5, 6]),
+    prompt_head_concentration: f4([L, H], [NaN, NaN, NaN, 0.4, 0.5, 0.6]),
+    prompt_sink: f4([L, H], [NaN, NaN, NaN, 0.3, 0.4, 0.9]),
+    prompt_basin: f4([L, H], [NaN, NaN, NaN, 0.1, 0.5, 2]),
+  });
+}
+
+/** An edges payload for a layer without attention, as `edges_payload` sends it. */
+export function noAttentionEdges(token: number, layer: number, head: number | null): Uint8Array {
+  return encodePayload({ token, layer, head, incoming: false, no_attention: true }, {
+    out_keys: { dtype: "i4", shape: [0], values: [] },
+    out_weights: f4([0], []),
+    in_queries: { dtype: "i4", shape: [0], values: [] },
+    in_weights: f4([0], []),
+  });
+}

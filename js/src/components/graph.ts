@@ -1,6 +1,6 @@
 /** Attention graph: prompt tokens as text; the selected token's edges (computed in the kernel). */
 import { h, observeResize, sizeCanvas } from "../dom";
-import type { Payload } from "../payload";
+import { noAttentionLayers, type Payload } from "../payload";
 import { fmt, showToken } from "../scales";
 import { now, type Store } from "../store";
 
@@ -72,7 +72,9 @@ export function mountGraph(el: HTMLElement, store: Store): () => void {
     spans = [];
     if (!p) { info.textContent = "waiting for the trace…"; return; }
     const L = p.meta.n_layers, H = p.meta.n_heads;
-    layerSel.replaceChildren(h("option", { value: "", text: "all" }), ...Array.from({ length: L }, (_, i) => h("option", { value: String(i), text: String(i) })));
+    const noAtt = noAttentionLayers(p.meta, "prompt", L);
+    layerSel.replaceChildren(h("option", { value: "", text: "all" }),
+      ...Array.from({ length: L }, (_, i) => h("option", { value: String(i), text: noAtt.has(i) ? `${i} (no attention)` : String(i) })));
     headSel.replaceChildren(h("option", { value: "", text: "all" }), ...Array.from({ length: H }, (_, i) => h("option", { value: String(i), text: String(i) })));
     const frag = document.createDocumentFragment();
     spans = (p.strings.prompt_tokens ?? []).map((t, i) => h("span", { class: "cv-tok cv-prompt", "data-token": String(i), text: showToken(t) }));
@@ -112,7 +114,18 @@ export function mountGraph(el: HTMLElement, store: Store): () => void {
     if (scrolledTo !== sel.token && scrollIntoBody(body, src)) scrolledTo = sel.token;
     lit.push(src);
     const e = store.edges;
-    const where = `layer ${sel.layer ?? "all (mean)"}, head ${sel.head ?? "all (mean)"}`;
+    const noAtt = noAttentionLayers(p.meta, "prompt", p.meta.n_layers);
+    if (sel.layer !== null && (noAtt.has(sel.layer) || (edgesMatch(e, sel.token, sel.layer, sel.head) && e!.meta.no_attention))) {
+      // a state-space / convolution block of a hybrid stack: nothing to draw, say why (no kernel query needed)
+      info.textContent = `token ${sel.token} ${JSON.stringify(p.strings.prompt_tokens[sel.token])} · layer ${sel.layer} has no softmax attention ` +
+        "(a state-space / linear-attention / convolution block) · pick a layer with attention, or all";
+      root.dataset.state = "no_attention";
+      root.dataset.edges = "[]";
+      root.dataset.inEdges = "[]";
+      return;
+    }
+    const allLayers = noAtt.size ? `all (mean over the ${p.meta.n_layers - noAtt.size} attention layers)` : "all (mean)";
+    const where = `layer ${sel.layer ?? allLayers}, head ${sel.head ?? "all (mean)"}`;
     if (!edgesMatch(e, sel.token, sel.layer, sel.head)) {
       const why = store.model.get("_static") ? "this static page holds the edges of the exported selection only (run the notebook for others)" : "waiting for the kernel…";
       info.textContent = `token ${sel.token} ${JSON.stringify(p.strings.prompt_tokens[sel.token])} · ${where} · ${why}`;

@@ -1,6 +1,6 @@
 /** Head heatmap: layers x heads on a canvas, for the selected step or for the prompt. */
 import { h, observeResize, sizeCanvas, themeColor, widthOf } from "../dom";
-import type { Payload } from "../payload";
+import { noAttentionLayers, type Payload } from "../payload";
 import { css, fmt, interpolate, RAMP_HEAT } from "../scales";
 import type { Store, ViewOptions } from "../store";
 
@@ -33,7 +33,12 @@ export interface HeatData {
   unit: string;
   lo: number;
   hi: number;
+  /** Layers without softmax attention (hybrid stacks): their row is NaN, drawn hatched as "no attention". */
+  noAttention: Set<number>;
 }
+
+/** What a layer without softmax attention is, for its row label, tooltip and legend. */
+export const NO_ATTENTION = "no attention (state-space / linear-attention / convolution block)";
 
 /** The matrix the heatmap shows for the options and step (null when the data is missing). */
 export function heatData(p: Payload, opts: ViewOptions, step: number | null): HeatData | null {
@@ -64,7 +69,38 @@ export function heatData(p: Payload, opts: ViewOptions, step: number | null): He
   let lo = 0, hi = v === "entropy" || v === "basin" ? 0 : 1;
   if (hi === 0) for (let i = 0; i < values.length; i++) if (Number.isFinite(values[i]) && values[i] > hi) hi = values[i];
   if (hi <= lo) hi = lo + 1;
-  return { values, entropy, concentration, label, unit, lo, hi };
+  const noAttention = noAttentionLayers(p.meta, opts.heat_source === "prompt" ? "prompt" : "step", L);
+  return { values, entropy, concentration, label, unit, lo, hi, noAttention };
+}
+
+/** Hover text of a cell (or, with `head` null, a row label); null where nothing is said. */
+export function heatTip(d: HeatData, H: number, layer: number, head: number | null): string | null {
+  if (d.noAttention.has(layer)) return `layer ${layer} · ${NO_ATTENTION}`;
+  if (head === null) return null;
+  return `layer ${layer}, head ${head}: ${d.label} ${fmt(d.values[layer * H + head])} ${d.unit}`;
+}
+
+/** A row of a layer without attention: grey with diagonal hatching, labelled "no attention". */
+function hatchRow(ctx: CanvasRenderingContext2D, x: number, y: number, w: number, hgt: number, base: string, ink: string): void {
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(x, y, w, hgt);
+  ctx.clip();
+  ctx.fillStyle = base;
+  ctx.fillRect(x, y, w, hgt);
+  ctx.strokeStyle = ink;
+  ctx.globalAlpha = 0.45;
+  ctx.lineWidth = 1;
+  ctx.beginPath();
+  for (let d = -hgt; d < w; d += 5) { ctx.moveTo(x + d, y + hgt); ctx.lineTo(x + d + hgt, y); }
+  ctx.stroke();
+  ctx.globalAlpha = 1;
+  if (w >= 64 && hgt >= 8) {
+    ctx.fillStyle = ink;
+    ctx.textAlign = "center";
+    ctx.fillText("no attention", x + w / 2, y + hgt / 2 + 3);
+  }
+  ctx.restore();
 }
 
 export type Mark = "collapsed" | "focused" | null;
@@ -227,7 +263,10 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
     info.textContent = opts.heat_source === "prompt" ? "prompt pass" : `step ${sel.step ?? 0}`;
     root.dataset.rows = String(L);
     root.dataset.cols = String(H);
-    if (!current) { root.dataset.cells = "0"; info.textContent += " · no data (prompt telemetry off?)"; return; }
+    if (!current) { root.dataset.cells = "0"; root.dataset.noAttention = ""; info.textContent += " · no data (prompt telemetry off?)"; return; }
+    const noAtt = current.noAttention;
+    root.dataset.noAttention = Array.from(noAtt).join(",");
+    if (sel.layer !== null && noAtt.has(sel.layer)) info.textContent += ` · layer ${sel.layer}: no attention`;
     const th = p.meta.thresholds ?? { collapsed_entropy_bits: 0.1, focused_concentration: 0.9 };
     let cells = 0, collapsed = 0, focused = 0;
     const fg = themeColor(root, "--jp-ui-font-color1", "#222");
@@ -239,13 +278,16 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
       ctx.textAlign = "right";
       const every = Math.max(1, Math.ceil(10 / g.ch));
       for (let l = 0; l < L; l += every) ctx.fillText(`L${l}`, g.left - 3, g.top + (l + 0.8) * g.ch);
+      const base = themeColor(root, "--jp-layout-color2", "#e4e4e4");
+      for (const l of noAtt) if (l < L) hatchRow(ctx, g.left, g.top + l * g.ch, H * g.cw - 1, g.ch - 1, base, fg);
     }
     for (let l = 0; l < L; l++) for (let hh = 0; hh < H; hh++) {
+      cells++;
+      if (noAtt.has(l)) continue; // drawn hatched above: "no attention", never a colour of the scale
       const i = l * H + hh;
       const v = current.values[i];
       const x = g.left + hh * g.cw, y = g.top + l * g.ch;
       const t = (v - current.lo) / (current.hi - current.lo);
-      cells++;
       const m = current.entropy && current.concentration ? headMark(current.entropy[i], current.concentration[i], th) : null;
       if (m === "collapsed") collapsed++; else if (m === "focused") focused++;
       if (!ctx) continue;
@@ -276,6 +318,12 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
       h("span", { text: fmt(current.hi) }),
       h("span", { class: "cv-legend-unit", text: `${current.label}, ${current.unit} · ✕ collapsed (<${th.collapsed_entropy_bits} bits) · ○ focused (>${th.focused_concentration})` }),
     );
+    if (noAtt.size) {
+      legend.append(h("span", { class: "cv-noattn-swatch" }), h("span", {
+        class: "cv-legend-unit cv-heat-noattn",
+        text: `${NO_ATTENTION}: layer${noAtt.size > 1 ? "s" : ""} ${Array.from(noAtt).join(", ")}`,
+      }));
+    }
   };
 
   const at = (ev: MouseEvent) => {
@@ -290,18 +338,20 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
   });
   canvas.addEventListener("mousemove", (ev) => {
     const hit = at(ev);
-    if (!hit || hit.layer === null || hit.head === null || (mode === "heads" ? !current : !lens)) { tip.hidden = true; return; }
+    if (!hit || hit.layer === null || (mode === "heads" ? !current : !lens)) { tip.hidden = true; return; }
     if (mode === "lens" && lens) {
+      if (hit.head === null) { tip.hidden = true; return; }
       const i = hit.layer * lens.T + hit.head;
       const gen = store.data?.strings.generated_tokens?.[hit.head];
       tip.textContent = `step ${hit.head}${gen !== undefined ? ` (${JSON.stringify(gen)})` : ""}, layer ${hit.layer}: ` +
         `lens entropy ${fmt(lens.values[i])} bits · top-1 ${lensToken(lens, lens.top1[i])}`;
     } else if (current) {
-      const v = current.values[hit.layer * g.H + hit.head];
-      tip.textContent = `layer ${hit.layer}, head ${hit.head}: ${current.label} ${fmt(v)} ${current.unit}`;
+      const text = heatTip(current, g.H, hit.layer, hit.head);
+      if (text === null) { tip.hidden = true; return; }
+      tip.textContent = text;
     }
     const rb = root.getBoundingClientRect(), cb = canvas.getBoundingClientRect();
-    tip.style.left = `${cb.left - rb.left + g.left + (hit.head + 1) * g.cw + 4}px`;
+    tip.style.left = `${cb.left - rb.left + g.left + ((hit.head ?? -1) + 1) * g.cw + 4}px`;
     tip.style.top = `${cb.top - rb.top + g.top + hit.layer * g.ch}px`;
     tip.hidden = false;
   });

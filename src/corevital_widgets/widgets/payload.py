@@ -173,6 +173,9 @@ def trace_meta(trace: "Trace", risk: dict[str, Any] | None = None) -> dict[str, 
         "sparse_threshold": float(trace.sparse.threshold),
         "has_prompt_attention": bool(trace.sparse.row_counts.size > 0),
         "has_lens": has_lens(trace),
+        # hybrid stacks: layers with softmax attention (the others' attention metrics are NaN)
+        "attention_layers": trace.attention_layers,
+        "prompt_attention_layers": trace.prompt_attention_layers,
         "risk": risk,
     }
 
@@ -270,8 +273,16 @@ def edges_payload(trace: "Trace", token: int, layer: int | None, head: int | Non
     ``out_keys``/``out_weights``: ``trace.attends_to(token, layer, head)``; ``in_queries``/
     ``in_weights``: ``trace.attended_by(...)`` (empty unless ``incoming``: it scans every entry
     of the selected heads, the costlier query). Weights are attention probabilities (float32).
-    ``meta`` echoes the query so the browser never draws edges for a stale selection.
+    ``meta`` echoes the query so the browser never draws edges for a stale selection. A ``layer``
+    without softmax attention (a state-space / convolution block of a hybrid stack) gets no edges
+    and ``meta["no_attention"] = True``.
     """
+    echo = {"token": int(token), "layer": layer, "head": head, "incoming": bool(incoming)}
+    n_layers = trace.sparse.row_counts.shape[0] if trace.sparse.row_counts.ndim == 3 else 0
+    if layer is not None and 0 <= layer < n_layers and layer not in trace.prompt_attention_layers:
+        none_i, none_w = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
+        return encode_arrays({"out_keys": none_i, "out_weights": none_w, "in_queries": none_i, "in_weights": none_w},
+                             {**echo, "no_attention": True})
     keys, w = trace.attends_to(token, layer, head)
     if incoming:
         queries, wi = trace.attended_by(token, layer, head)
@@ -280,5 +291,5 @@ def edges_payload(trace: "Trace", token: int, layer: int | None, head: int | Non
     return encode_arrays(
         {"out_keys": keys.astype(np.int32), "out_weights": w.astype(np.float32),
          "in_queries": queries.astype(np.int32), "in_weights": wi.astype(np.float32)},
-        {"token": int(token), "layer": layer, "head": head, "incoming": bool(incoming)},
+        echo,
     )
