@@ -11,8 +11,18 @@ from corevital_widgets.engine.model_state import hook_counts
 
 
 def _snapshot(model):
+    import sys
+
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+
+    modeling = sys.modules[type(model.model.layers[0].self_attn).__module__]
     return {
         "attn": model.config._attn_implementation,
+        # the attention functions corevital taps for the run are the originals again
+        "sdpa_function": AttentionInterface._global_mapping["sdpa"],
+        "local_overrides": dict(ALL_ATTENTION_FUNCTIONS._local_mapping),
+        "eager_function": modeling.eager_attention_forward,
+        "torch_sdpa": torch.nn.functional.scaled_dot_product_attention,
         "hooks": hook_counts(model),
         "training": [m.training for m in model.modules()],
         "generation_config": model.generation_config.to_dict(),
@@ -39,6 +49,20 @@ def test_model_left_as_it_was_after_success_and_after_error(smollm2):
         assert _snapshot(model) == before
         with pytest.raises(ValueError):
             corevital.analyze(model, "", tok)
+        assert _snapshot(model) == before
+
+        def interrupt(step, token):  # Ctrl-C in the middle of generation
+            if step == 2:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            corevital.analyze(model, "Hello", tok, max_new_tokens=6, on_step=interrupt)
+        assert _snapshot(model) == before
+        model.set_attn_implementation("eager")  # a model configured for eager keeps eager, and is read exactly
+        trace = corevital.analyze(model, "Hello", tok, max_new_tokens=3)
+        assert trace.meta["attention_implementation"] == "eager"
+        assert model.config._attn_implementation == "eager"
+        model.set_attn_implementation("sdpa")
         assert _snapshot(model) == before
     finally:
         model.eval()
@@ -96,7 +120,7 @@ def test_model_without_attention_is_rejected(smollm2):
 
     tok = smollm2[1]
     model = MambaForCausalLM(MambaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, state_size=4))
-    with pytest.raises(ValueError, match="self-attention modules that corevital understands"):
+    with pytest.raises(ValueError, match="no stack of blocks with softmax self-attention"):
         corevital.analyze(model, "hello", tok, max_new_tokens=2)
 
 

@@ -14,7 +14,7 @@ from torch import nn
 
 #: How a block's attention is read: through the tapped AttentionInterface function, or (legacy
 #: modules that compute attention themselves) from the probabilities the module returns.
-Route = Literal["interface", "weights"]
+Route = Literal["interface", "sdpa_call", "weights"]
 
 #: Keyword arguments of an attention call that :class:`.attention.CallSpec` applies itself
 #: (they change the probabilities and are reproduced exactly).
@@ -23,6 +23,7 @@ HANDLED_KWARGS = frozenset({
     "softcap",         # Gemma-2 soft-capping tanh(s / c) * c
     "sliding_window",  # keys with key > query - window (applied when no mask carries it)
     "s_aux",           # attention sinks: a per-head logit in the softmax denominator (gpt-oss)
+    "sinks",           # the same per head and query row [B, H, q, 1] (Inkling 2)
     "is_causal",       # implicit causal masking without a mask (SDPA and flash semantics)
 })
 
@@ -30,7 +31,7 @@ HANDLED_KWARGS = frozenset({
 NEUTRAL_KWARGS = frozenset({
     "position_ids", "cache_position", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k",
     "use_cache", "output_attentions", "output_hidden_states", "layer_idx", "past_key_values", "past_key_value",
-    "cache", "return_dict", "target_dtype",
+    "cache", "return_dict", "target_dtype", "logits_to_keep",
 })
 
 #: Values of ``config.layer_types`` for blocks whose mixer is not softmax attention.
@@ -88,22 +89,50 @@ def _class_source(cls: type) -> str:
     return "\n".join(parts)
 
 
-def _takes_output_attentions(module: nn.Module) -> bool:
+@lru_cache(maxsize=None)
+def _forward_parameters(cls: type) -> tuple[str, ...]:
     try:
-        return "output_attentions" in inspect.signature(inspect.unwrap(type(module).forward)).parameters
+        return tuple(inspect.signature(inspect.unwrap(cls.forward)).parameters)
     except (TypeError, ValueError):
+        return ()
+
+
+def positional_index(module: nn.Module, name: str) -> int | None:
+    """Index of parameter ``name`` among ``forward``'s positional arguments (self excluded)."""
+    params = _forward_parameters(type(module))
+    return params.index(name) - 1 if name in params else None
+
+
+def accepts_kwarg(module: nn.Module, name: str) -> bool:
+    return name in _forward_parameters(type(module))
+
+
+def _takes_output_attentions(module: nn.Module) -> bool:
+    return accepts_kwarg(module, "output_attentions")
+
+
+def uses_attention_interface(module: nn.Module) -> bool:
+    """Whether the module's class (or a parent class) dispatches through the AttentionInterface."""
+    cls = type(module)
+    if cls.__module__.startswith("torch."):
         return False
+    source = _class_source(cls)
+    return "ALL_ATTENTION_FUNCTIONS" in source or "attention_interface(" in source
 
 
 def attention_route(module: nn.Module) -> Route | None:
     """How corevital reads this attention module, judged from its class's code before anything
-    runs: "interface" when it dispatches through transformers' AttentionInterface; "weights"
-    when it computes a softmax itself and can return its own probabilities (``output_attentions``
+    runs: "interface" when it dispatches through transformers' AttentionInterface; "sdpa_call"
+    when, configured for SDPA, it calls ``torch.nn.functional.scaled_dot_product_attention``
+    itself (falcon): that call is read; "weights" when it computes a softmax itself and can return its own probabilities (``output_attentions``
     or always: falcon, bloom, mpt, gpt_neo); None when neither (refused, or a hybrid stack's
     non-softmax block). The first forward verifies every block was read as planned."""
     source = _class_source(type(module))
-    if "ALL_ATTENTION_FUNCTIONS" in source or "attention_interface" in source:
+    if uses_attention_interface(module):
         return "interface"
+    config = getattr(module, "config", None)
+    if getattr(config, "_attn_implementation", None) == "sdpa" and "scaled_dot_product_attention" in source:
+        return "sdpa_call"  # its SDPA branch calls torch's function: read that call (exact, nothing changed)
     if _takes_output_attentions(module) or "softmax(" in source:
         return "weights"  # verified at the first forward: [1, H, q, k] rows that sum to 1, or refused
     return None

@@ -173,12 +173,16 @@ def analyze(
     if pad is None:
         pad = getattr(tokenizer, "eos_token_id", None)
     gen_kwargs.setdefault("pad_token_id", pad)
+    # one sequence, whatever the model's generation config says (FSMT's default is 5 beams)
+    gen_kwargs["num_beams"] = 1
+    gen_kwargs["num_return_sequences"] = 1
     streamer = _StepStreamer(on_step, max_new_tokens, progress, is_encoder_decoder=structure.is_encoder_decoder,
                              user_streamer=gen_kwargs.pop("streamer", None))
 
     t_gen = time.perf_counter()
     tapped = [m for m in structure.attention_modules if routes[id(m)] == "interface"]
-    with preserved_model_state(model), tapped_attention(tapped, _implementation(model)):
+    sdpa_call = any(route == "sdpa_call" for route in routes.values())
+    with preserved_model_state(model), tapped_attention(tapped, _implementation(model), sdpa_function=sdpa_call):
         try:
             collector = Collector(
                 model, structure, input_ids[0], max_steps=max_new_tokens, top_k=int(top_k),
@@ -225,6 +229,8 @@ def analyze(
                 **{k: v for k, v in generate_kwargs.items() if isinstance(v, (int, float, str, bool)) and k != "streamer"}},
         device=str(device),
     )
+    if collector.notes:
+        trace.meta["notes"] = dict(collector.notes)
     trace.meta["timings"] = {"setup_s": t_gen - t_start, "generate_s": t_done - t_gen,
                              "build_s": time.perf_counter() - t_done}
     return trace

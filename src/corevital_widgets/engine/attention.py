@@ -51,6 +51,10 @@ class Observer(Protocol):
 
 ACTIVE_COLLECTOR: ContextVar["Observer | None"] = ContextVar("corevital_active_observer", default=None)
 
+#: The legacy attention module whose forward is running now ("sdpa_call" route: modules that
+#: call ``torch.nn.functional.scaled_dot_product_attention`` themselves, e.g. falcon).
+LEGACY_MODULE: ContextVar["nn.Module | None"] = ContextVar("corevital_legacy_module", default=None)
+
 
 # ------------------------------------------------------------------------ call semantics
 @dataclass(frozen=True)
@@ -77,8 +81,10 @@ class CallSpec:
 
     @property
     def sinks(self) -> torch.Tensor | None:
-        """Per-head sink logits [H] that join the softmax denominator (gpt-oss ``s_aux``)."""
-        return self.kwargs.get("s_aux")
+        """Sink logits that join the softmax denominator: per head [H] (gpt-oss ``s_aux``) or per
+        head and query row [B, H, q, 1] (Inkling 2 ``sinks``)."""
+        sinks = self.kwargs.get("s_aux")
+        return sinks if sinks is not None else self.kwargs.get("sinks")
 
     @property
     def sliding_window(self) -> int | None:
@@ -181,13 +187,18 @@ def attention_probs(scores: torch.Tensor) -> torch.Tensor:
     return torch.softmax(scores, dim=-1, dtype=torch.float32)
 
 
-def model_probs(scores: torch.Tensor, spec: CallSpec) -> torch.Tensor:
-    """The probabilities the model multiplies the values by (float32): with sinks, the sink
-    logit joins the denominator and its share is dropped; else :func:`attention_probs`."""
+def model_probs(scores: torch.Tensor, spec: CallSpec, rows: slice | torch.Tensor = slice(None)) -> torch.Tensor:
+    """The probabilities the model multiplies the values by (float32) for query rows ``rows``:
+    with sinks, the sink logit joins the denominator and its share is dropped; else
+    :func:`attention_probs`."""
     sinks = spec.sinks
     if sinks is None:
         return attention_probs(scores)
-    sink = sinks.to(device=scores.device, dtype=torch.float32).reshape(1, -1, 1, 1).expand(*scores.shape[:-1], 1)
+    sinks = sinks.to(device=scores.device, dtype=torch.float32)
+    if sinks.dim() == 4:  # per query row
+        sink = (sinks[:, :, rows] if sinks.shape[2] > 1 else sinks).expand(*scores.shape[:-1], 1)
+    else:
+        sink = sinks.reshape(1, -1, 1, 1).expand(*scores.shape[:-1], 1)
     return torch.softmax(torch.cat([scores.float(), sink], -1), dim=-1)[..., :-1]
 
 
@@ -197,7 +208,7 @@ def recomputed_output(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
     probabilities (float32): what the model's output must equal if the statistics are right."""
     n_keys = spec.key_limit(module, attention_mask, query.shape[-2], key.shape[-2])
     scores = attention_scores(module, query, key[..., :n_keys, :], attention_mask, spec, rows)
-    probs = model_probs(scores, spec)
+    probs = model_probs(scores, spec, rows)
     return metrics.grouped_matmul(probs, value[..., :n_keys, :].float()).transpose(1, 2)
 
 
@@ -326,6 +337,42 @@ def _tap(original: Callable, implementation: str) -> Callable:
     return corevital_tapped_attention
 
 
+_SDPA_PARAMS = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+
+
+def _tap_sdpa(original: Callable) -> Callable:
+    """``torch.nn.functional.scaled_dot_product_attention`` wrapped: it computes; when a legacy
+    "sdpa_call" module is running (:data:`LEGACY_MODULE`), the active observer reads the call."""
+
+    def corevital_tapped_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any,
+                              **kwargs: Any) -> torch.Tensor:
+        out = original(query, key, value, *args, **kwargs)
+        module = LEGACY_MODULE.get()
+        observer = ACTIVE_COLLECTOR.get() if module is not None else None
+        if observer is not None:
+            bound = {**dict(zip(_SDPA_PARAMS, args)), **kwargs}
+            mask = bound.get("attn_mask")
+            spec = CallSpec("sdpa", bound.get("scale"), float(bound.get("dropout_p") or 0.0),
+                            {"is_causal": bool(bound.get("is_causal", False))})
+            observer.on_attention(module, query, key, value, mask, spec, out.transpose(1, 2))  # [B, q, H, d]
+        return out
+
+    corevital_tapped_sdpa.__wrapped__ = original  # type: ignore[attr-defined]
+    return corevital_tapped_sdpa
+
+
+def _patch_sdpa_function() -> Callable[[], None]:
+    import torch.nn.functional as F
+
+    before = F.scaled_dot_product_attention
+    F.scaled_dot_product_attention = _tap_sdpa(before)
+
+    def restore() -> None:
+        F.scaled_dot_product_attention = before
+
+    return restore
+
+
 def implementation_of(module: nn.Module, default: str | None) -> str:
     """The attention implementation name an attention module dispatches on."""
     config = getattr(module, "config", None)
@@ -384,16 +431,22 @@ def patch_targets(modules: list[nn.Module], default: str | None) -> list[tuple]:
 
 
 @contextmanager
-def tapped_attention(modules: list[nn.Module], default: str | None = None) -> Iterator[None]:
-    """Wrap the attention function(s) these attention modules use, for the body's duration.
-    Reference-counted: nested or concurrent uses (threads; each has its own observer) share
-    one wrapping, removed when the last one exits, also on error or KeyboardInterrupt."""
+def tapped_attention(modules: list[nn.Module], default: str | None = None, sdpa_function: bool = False) -> Iterator[None]:
+    """Wrap the attention function(s) these attention modules use (and, with ``sdpa_function``,
+    ``torch.nn.functional.scaled_dot_product_attention`` for legacy "sdpa_call" modules), for
+    the body's duration. Reference-counted: nested or concurrent uses (threads; each has its own
+    observer) share one wrapping, removed when the last one exits, also on error or
+    KeyboardInterrupt."""
     keys = []
+    targets = patch_targets(modules, default)
+    if sdpa_function:
+        targets.append((("sdpa_function",), ("sdpa_function", None)))
     with _lock:
-        for key, (kind, what) in patch_targets(modules, default):
+        for key, (kind, what) in targets:
             slot = _installed.get(key)
             if slot is None:
-                undo = _patch_eager(what) if kind == "eager" else _patch_interface(what)
+                undo = (_patch_eager(what) if kind == "eager" else _patch_sdpa_function() if kind == "sdpa_function"
+                        else _patch_interface(what))
                 _installed[key] = slot = [0, undo]
             slot[0] += 1
             keys.append(key)

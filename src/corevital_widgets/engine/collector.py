@@ -23,7 +23,8 @@ from torch import nn
 
 from . import metrics
 from . import adapters
-from .attention import CallSpec, mismatch_tolerance, observe_call, output_mismatch
+from .attention import LEGACY_MODULE, CallSpec, mismatch_tolerance, observe_call, output_mismatch
+from .logit_head import find_head
 from .prompt_attention import DEFAULT_TILE_BYTES, PromptAccumulator, tile_rows
 from .step_chunks import StepChunks, pad_rows
 from .structure import ModelStructure, Stack, execution_device
@@ -49,11 +50,31 @@ def _to_host(t: torch.Tensor, pending: set[torch.device]) -> torch.Tensor:
     return host
 
 
+def _enter_legacy(module: nn.Module, args: tuple) -> None:
+    LEGACY_MODULE.set(module)
+
+
+def _leave_legacy(module: nn.Module, args: tuple, output: Any) -> None:
+    LEGACY_MODULE.set(None)
+
+
 def _ask_for_weights(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     """Forward pre-hook: ask a legacy attention module for its probabilities (its own
     ``output_attentions`` path; the model-level output is unaffected)."""
-    kwargs["output_attentions"] = True
+    position = adapters.positional_index(module, "output_attentions")
+    if position is not None and position < len(args):
+        args = (*args[:position], True, *args[position + 1:])
+    elif position is not None or "output_attentions" in kwargs or adapters.accepts_kwarg(module, "output_attentions"):
+        kwargs["output_attentions"] = True
     return args, kwargs
+
+
+def _pad_heads(values: np.ndarray, n_heads: int, fill: float) -> np.ndarray:
+    """``values`` [..., H_l] padded to ``n_heads`` along the last axis (a layer with fewer heads)."""
+    if values.shape[-1] == n_heads:
+        return values
+    pad = np.full((*values.shape[:-1], n_heads - values.shape[-1]), fill, dtype=values.dtype)
+    return np.concatenate([values, pad], -1)
 
 
 def _all_layers(values: np.ndarray, layers: list[int], n_layers: int, axis: int) -> np.ndarray:
@@ -151,6 +172,13 @@ class Collector:
         self._layer_transformation: dict[int, torch.Tensor] = {}
         self._sparse: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._prompt_surprisal: torch.Tensor | None = None
+        self._prompt_final: torch.Tensor | None = None  # prefill's final hidden states [P, D], until the logits
+        self._widths: dict[int, int] = {}
+        self._pending_final: dict[int, tuple[Stack, torch.Tensor]] = {}  # stack output awaiting the base model's
+        self._tokens: dict[int, int] = {}  # positions each stack's first block receives, this forward
+        self._last_block: dict[int, torch.Tensor] = {}  # each stack's last block output, this forward  # hidden width each stack's first block receives
+        self._finished_step = -1  # the last step whose forward went through the instrumented blocks
+        self.notes: dict[str, str] = {}  # what the trace meta should say about this run (e.g. a metric left NaN)
         self._pending_copies: set[torch.device] = set()  # devices with host copies in flight
         self._step_layers = structure.step.attention_layers  # blocks with softmax attention, ascending
         self._prob_layers: set[int] = set()  # step layers read from returned probabilities (no scores)
@@ -165,9 +193,13 @@ class Collector:
         attention themselves) are asked for their own probabilities, read and dropped."""
         model = self.model
         for module in self.structure.attention_modules:
-            if routes is not None and routes.get(id(module)) == "weights":
+            route = routes.get(id(module)) if routes is not None else None
+            if route == "weights":
                 self._handles.append(module.register_forward_pre_hook(_ask_for_weights, with_kwargs=True))
                 self._handles.append(module.register_forward_hook(self._on_weights))
+            elif route == "sdpa_call":
+                self._handles.append(module.register_forward_pre_hook(_enter_legacy))
+                self._handles.append(module.register_forward_hook(_leave_legacy))
         self._handles.append(model.register_forward_pre_hook(self._on_model_pre, with_kwargs=True))
         self._handles.append(model.register_forward_hook(self._on_model_out, with_kwargs=True))
         stacks = {id(self.structure.step): self.structure.step, id(self.structure.prompt): self.structure.prompt}
@@ -176,11 +208,14 @@ class Collector:
             for i, layer in enumerate(stack.layers[:-1]):
                 self._handles.append(layer.register_forward_hook(self._make_layer_hook(stack, i)))
             self._handles.append(stack.module.register_forward_hook(self._make_stack_hook(stack)))
+            if stack.output is not stack.module:
+                self._handles.append(stack.output.register_forward_hook(self._make_output_hook(stack)))
 
     def remove(self) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        LEGACY_MODULE.set(None)
 
     def _on_model_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self.step += 1
@@ -201,18 +236,65 @@ class Collector:
         self._tokens_known = step + 1
 
     def _on_model_out(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        self.chunks.put_logits(self.step, output.logits[0, -1])
+        self._flush_pending()
+        if self._finished_step != self.step:
+            raise ValueError(
+                f"{self._model_name()}: the blocks corevital instruments ({type(self.structure.step.module).__name__}) "
+                "did not run in the model's forward (its text decoder is elsewhere, e.g. a speech or vision model "
+                "that generates through another stack); refused before generating"
+            )
+        logits = output.logits[0, -1]
+        if self._prompt_final is not None:
+            self._prompt_surprisal_from_head(self._prompt_final, logits)
+            self._prompt_final = None
+        self.chunks.put_logits(self.step, logits)
+
+    def _prompt_surprisal_from_head(self, h: torch.Tensor, logits_last: torch.Tensor) -> None:
+        """Prompt surprisal through the model's own hidden-to-logits map, verified on the last
+        position (:mod:`.logit_head`); NaN with a note when no candidate reproduces it."""
+        found = find_head(self.model, self.structure.lm_head, h[-1], logits_last)
+        if found is None:
+            self.notes["prompt_surprisal"] = ("unavailable: no hidden-to-logits map corevital knows reproduces this "
+                                              "model's logits (post-processing it does not model)")
+            return
+        self.notes["logit_head"] = found[0]
+        head_device = execution_device(self.structure.lm_head)
+        ids = self.prompt_ids.to(head_device)
+        self._prompt_surprisal = metrics.prompt_surprisal_bits(h[:-1].to(head_device), found[1], ids[1:])
 
     def _make_first_pre(self, stack: Stack) -> Callable:
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            hidden = args[0] if args else kwargs["hidden_states"]
+            if hidden.dim() != 3 or hidden.shape[0] != 1:
+                raise ValueError(
+                    f"{self._model_name()}: its {stack.role} blocks take hidden states of shape {tuple(hidden.shape)}, "
+                    "not [batch 1, tokens, hidden] (a sequence-first layout or extra residual streams); corevital "
+                    "cannot place its per-token metrics, so it is refused before generating (the model unchanged)"
+                )
+            self._widths[id(stack)] = hidden.shape[-1]
+            self._tokens[id(stack)] = hidden.shape[1]
             if self._in_prompt_pass(stack):
-                hidden = args[0] if args else kwargs["hidden_states"]
                 self._prev_hidden = hidden[0]
 
         return hook
 
     def _layer_output(self, stack: Stack, i: int, h: torch.Tensor) -> None:
         """h: [S, D] output of layer i (the last layer's output is the stack's final-normed one)."""
+        width = self._widths.get(id(stack))
+        tokens = self._tokens.get(id(stack))
+        if h.dim() == 2 and tokens is not None and h.shape[0] != tokens:
+            raise ValueError(
+                f"{self._model_name()}: {stack.role} block {i} returns {h.shape[0]} positions for {tokens} input "
+                "positions (extra prediction streams); corevital cannot place its per-token metrics, so it is refused "
+                "before generating (nothing returned, the model unchanged)"
+            )
+        if h.dim() != 2 or (width is not None and h.shape[-1] != width):
+            raise ValueError(
+                f"{self._model_name()}: the output of {stack.role} block {i} is {tuple(h.shape)}, not [tokens, hidden] "
+                f"with the stack's input width {width} (several residual streams or a "
+                "width that changes between blocks); per-layer hidden-state metrics are not defined for it, so it is "
+                "refused before generating (nothing returned, the model unchanged)"
+            )
         if stack.role != "encoder":
             # decoding: keep the [D] view (no copy; stacked once at the step's end); a prompt
             # pass copies its last row so the [P, D] states are not kept alive
@@ -231,22 +313,52 @@ class Collector:
     def _make_stack_hook(self, stack: Stack) -> Callable:
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
             h = _tensor_output(output)[0]
-            prompt_pass = self._in_prompt_pass(stack)
-            self._layer_output(stack, stack.num_layers - 1, h)
-            self._prev_hidden = None
-            if prompt_pass and stack.role == "causal" and self.structure.lm_head is not None and h.shape[0] > 1:
-                ids = self.prompt_ids.to(h.device)
-                head_device = execution_device(self.structure.lm_head)
-                self._prompt_surprisal = metrics.prompt_surprisal_bits(
-                    h[:-1].to(head_device), self.structure.lm_head, ids[1:].to(head_device))
-            if stack.role != "encoder":
-                self._finish_step()
+            if stack.output is stack.module:
+                self._stack_done(stack, h)
+            else:  # the base model around it applies a final norm: take its output if it runs
+                self._pending_final[id(stack)] = (stack, h)
 
         return hook
+
+    def _make_output_hook(self, stack: Stack) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            if self._pending_final.pop(id(stack), None) is not None:
+                self._stack_done(stack, _tensor_output(output)[0])
+
+        return hook
+
+    def _flush_pending(self) -> None:
+        """The stack's own output, when the base model's hook did not run (its forward bypassed)."""
+        for stack, h in list(self._pending_final.values()):
+            self._pending_final.pop(id(stack))
+            self._stack_done(stack, h)
+
+    def _stack_done(self, stack: Stack, h: torch.Tensor) -> None:
+        """The stack's final hidden states [S, D] of this forward: the last layer's vector, the
+        prompt's final states (for surprisal), and the end of the step."""
+        prompt_pass = self._in_prompt_pass(stack)
+        self._layer_output(stack, stack.num_layers - 1, h)
+        self._prev_hidden = None
+        if prompt_pass and stack.role == "causal" and self.structure.lm_head is not None and h.shape[0] > 1:
+            if h.shape[0] != self.prompt_ids.shape[0]:
+                raise ValueError(
+                    f"{self._model_name()}: its blocks see {h.shape[0]} positions for a prompt of "
+                    f"{self.prompt_ids.shape[0]} tokens (virtual prompt tokens, byte patches or merged tokens), so "
+                    "per-token metrics cannot be aligned with the prompt; refused before generating"
+                )
+            self._prompt_final = h.clone()  # surprisal at the model's output, once its own logits show the head
+        if stack.role != "encoder":
+            self._finish_step()
 
     def _finish_step(self) -> None:
         """End of a step's forward through the layers: hand its raw score rows and layer
         vectors to the chunk (copies only; the metrics are computed per chunk)."""
+        if self._finished_step == self.step:
+            raise ValueError(
+                f"{self._model_name()}: its block stack ran twice in one forward (a looped or recurrent model); "
+                "corevital's per-layer metrics assume one pass, so it is refused (nothing returned, the model unchanged)"
+            )
+        self._finished_step = self.step
         seen = sorted(set(self._step_rows) | set(self._step_queries))
         if seen != self._step_layers:
             missing = sorted(set(self._step_layers) - set(seen))
@@ -260,7 +372,15 @@ class Collector:
         self.chunks.begin_step(self.step, tuple(rows[0].shape) if rows is not None else None)  # type: ignore[arg-type]
         if rows is not None:
             self.chunks.put_scores(self.step, *rows)
-        vecs = [self._step_vecs[i] for i in range(len(self._step_vecs))]
+        n_layers = self.structure.step.num_layers
+        if len(self._step_vecs) != n_layers:
+            skipped = sorted(set(range(n_layers)) - set(self._step_vecs))
+            raise ValueError(
+                f"{self._model_name()}: blocks {skipped} of its stack did not run in step {self.step} (blocks skipped "
+                "without their inputs, e.g. cross-attention layers of a vision model given text only); the trace "
+                "would be misaligned, so it is refused (nothing returned, the model unchanged)"
+            )
+        vecs = [self._step_vecs[i] for i in range(n_layers)]
         self._step_vecs = {}
         self.chunks.put_hidden(self.step, vecs)
 
@@ -296,6 +416,15 @@ class Collector:
                 "generating (nothing returned, the model unchanged). Please report the model type."
             )
 
+    def _once_per_forward(self, entry: tuple[Stack, int]) -> None:
+        if entry[1] in self._step_rows or entry[1] in self._step_queries:
+            raise ValueError(
+                f"{self._model_name()}: the attention of {entry[0].role} block {entry[1]} ran twice in one forward "
+                "(differential attention, two softmax maps per block, or a looped stack); corevital's per-layer metrics "
+                "read one softmax per block and pass, so it is refused before generating (nothing returned, the model "
+                "unchanged)"
+            )
+
     def _check_prompt_layers(self) -> None:
         missing = sorted(set(self.structure.prompt.attention_layers) - set(self._prompt_heads))
         if missing:
@@ -316,7 +445,7 @@ class Collector:
         """Forward hook of a "weights"-route module: read its probabilities [1, H, q, k], drop them
         from its output (the model never accumulates them)."""
         entry = self.entry_of(module)
-        if entry is None or not isinstance(output, tuple) or len(output) < 2:
+        if entry is None or not isinstance(output, (tuple, list)) or len(output) < 2:
             return None
         probs = output[1]
         stack, layer = entry
@@ -341,13 +470,20 @@ class Collector:
             self.on_step_scores(entry, torch.log(p[:, -1, :]))
         if stack.role != "encoder":
             self._prob_layers.add(layer)
-        return (output[0], None, *output[2:])
+        return type(output)([output[0], None, *output[2:]]) if isinstance(output, list) else (output[0], None, *output[2:])
 
     def entry_of(self, module: nn.Module) -> tuple[Stack, int] | None:
         """(stack, layer) of an instrumented self-attention module; None for cross-attention."""
         entry = self.structure.attention_index.get(id(module))
         if entry is not None:
             self.attention_calls += 1
+        elif id(module) not in self.structure.cross_attention:
+            name = self.structure.module_names.get(id(module), type(module).__name__)
+            raise ValueError(
+                f"{self._model_name()}: the attention module {name} ({type(module).__name__}) ran but is not one "
+                "corevital reads (a second attention per block, a second stack, or attention over something other "
+                "than the tokens); the trace would be partial, so it is refused (nothing returned, the model unchanged)"
+            )
         return entry
 
     def tile_rows(self, n_heads: int, n_keys: int) -> int:
@@ -368,11 +504,13 @@ class Collector:
         """Keep one layer's masked pre-softmax scores [H, S] of the step's query row (not
         multiplied by ``scale`` yet); all layers are stacked, scaled and reduced together when the
         step's forward ends (one set of ops per step, none per layer)."""
+        self._once_per_forward(entry)
         self._step_rows[entry[1]] = (scores, scale)
 
     def on_step_query(self, entry: tuple[Stack, int], query: torch.Tensor, key: torch.Tensor, scale: float) -> None:
         """Keep references to one layer's query row [H, d] and keys [Hkv, S, d] of a decode step
         (no copy, no op); their score rows are computed for all layers at once at the step's end."""
+        self._once_per_forward(entry)
         self._step_queries[entry[1]] = (query, key, scale)
 
     def _score_rows_of_queries(self) -> None:
@@ -487,11 +625,14 @@ class Collector:
             self._check_prompt_layers()
             stack = self.structure.prompt
             n, attn = stack.num_layers, stack.attention_layers
-            prompt_heads = _all_layers(torch.stack([self._prompt_heads[i] for i in attn]).numpy(), attn, n, axis=0)
+            n_heads = max(self._prompt_heads[i].shape[-1] for i in attn)  # layers may differ in head count
+            heads = np.stack([_pad_heads(self._prompt_heads[i].numpy(), n_heads, np.nan) for i in attn])
+            prompt_heads = _all_layers(heads, attn, n, axis=0)
             lt = torch.stack([self._layer_transformation[i] for i in range(n)]).numpy()
             psurp = None if self._prompt_surprisal is None else self._prompt_surprisal.cpu().numpy()
-            no_rows = np.zeros_like(self._sparse[attn[0]][0].numpy())
-            counts = np.stack([self._sparse[i][0].numpy() if i in self._sparse else no_rows for i in range(n)])
+            no_rows = np.zeros((n_heads, self._sparse[attn[0]][0].shape[-1]), dtype=np.int32)
+            counts = np.stack([_pad_heads(self._sparse[i][0].numpy().T, n_heads, 0).T if i in self._sparse else no_rows
+                               for i in range(n)])
             keys = torch.cat([self._sparse[i][1] for i in attn]).numpy()
             vals = torch.cat([self._sparse[i][2] for i in attn]).numpy()
         return CollectedArrays(

@@ -9,6 +9,7 @@ Definitions: shared/METRICS.md.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -64,10 +65,12 @@ def token_surprisal_bits(logp: torch.Tensor, token_ids: torch.Tensor) -> torch.T
     return -logp.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1) / LN2
 
 
-def prompt_surprisal_bits(hidden: torch.Tensor, lm_head: torch.nn.Module, next_ids: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+def prompt_surprisal_bits(hidden: torch.Tensor, lm_head: "torch.nn.Module | Callable[[torch.Tensor], torch.Tensor]",
+                          next_ids: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """Surprisal (bits) of every prompt token after the first, from the prefill's final hidden
-    states [P, D]: shifted cross-entropy, computed ``chunk`` positions at a time so no [P, V]
-    logit matrix is ever materialised whole."""
+    states [P, D] and the model's map to logits (``lm_head``: the unembedding, or the verified
+    head of :mod:`.logit_head`): shifted cross-entropy, computed ``chunk`` positions at a time so
+    no [P, V] logit matrix is ever materialised whole."""
     n = next_ids.shape[0]
     parts = [
         F.cross_entropy(lm_head(hidden[s : s + chunk]).float(), next_ids[s : s + chunk], reduction="none")

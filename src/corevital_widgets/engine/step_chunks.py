@@ -241,10 +241,13 @@ class StepChunks:
 
 
 def pad_rows(mats: list[torch.Tensor]) -> torch.Tensor:
-    """Stack per-layer score rows [H, S_l] into [L, H, max S_l] (shorter rows -inf padded)."""
+    """Stack per-layer score rows [H_l, S_l] into [L, max H_l, max S_l], -inf padded: shorter
+    rows (sliding-window layers keep shorter caches) and missing heads (layers with fewer heads),
+    whose statistics then come out NaN."""
     n_keys = max(m.shape[-1] for m in mats)
-    if any(m.shape[-1] != n_keys for m in mats):  # sliding-window layers keep shorter caches
-        mats = [F.pad(m, (0, n_keys - m.shape[-1]), value=float("-inf")) for m in mats]
+    n_heads = max(m.shape[-2] for m in mats)
+    if any(m.shape[-1] != n_keys or m.shape[-2] != n_heads for m in mats):
+        mats = [F.pad(m, (0, n_keys - m.shape[-1], 0, n_heads - m.shape[-2]), value=float("-inf")) for m in mats]
     if len({m.dtype for m in mats}) > 1:
         mats = [m.float() for m in mats]
     return torch.stack(mats)

@@ -33,6 +33,14 @@ class Stack:
     layers: list[nn.Module]
     attention: list[nn.Module | None]
     role: Role
+    #: the module whose output is the stack's final hidden state (transformers' last
+    #: ``hidden_states`` entry): ``module`` itself, or the base model around it when that applies
+    #: a final norm after it (RoBERTa-PreLayerNorm)
+    output: nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        if self.output is None:
+            self.output = self.module
 
     @property
     def num_layers(self) -> int:
@@ -55,6 +63,9 @@ class ModelStructure:
     is_encoder_decoder: bool
     final_norm: nn.Module | None = None
     attention_index: dict[int, tuple[Stack, int]] = field(default_factory=dict)
+    #: every module's path (for messages) and the ids of cross-attention modules (never read)
+    module_names: dict[int, str] = field(default_factory=dict)
+    cross_attention: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.reindex()
@@ -89,31 +100,39 @@ def execution_device(module: nn.Module) -> torch.device:
 
 def _innermost_self_attention(block: nn.Module) -> nn.Module | None:
     """The block's self-attention: the first innermost submodule whose class name ends in
-    "Attention", skipping cross-attention by its attribute name."""
-    for name, module in block.named_modules():
-        if not type(module).__name__.endswith("Attention"):
-            continue
-        if any(part in name.lower() for part in _CROSS_ATTENTION_NAMES):
-            continue
-        if any(type(c).__name__.endswith("Attention") for c in module.children()):
-            continue
-        return module
+    "Attention" (skipping cross-attention by its attribute name); failing that, the first
+    innermost one whose code dispatches through the AttentionInterface (MLA modules named
+    otherwise)."""
+    from .adapters import uses_attention_interface
+
+    for test in (lambda m: type(m).__name__.endswith("Attention"), uses_attention_interface):
+        for name, module in block.named_modules():
+            if not test(module):
+                continue
+            if any(part in name.lower() for part in _CROSS_ATTENTION_NAMES):
+                continue
+            if any(test(c) for c in module.modules() if c is not module):
+                continue
+            return module
     return None
 
 
 def _find_stack(root: nn.Module, role: Role, n_layers: int | None = None) -> Stack | None:
     """The stack of blocks under ``root``: among the ModuleLists of which at least one block
-    holds a self-attention module, the one with ``n_layers`` blocks (the config's layer count)
-    if there is one, else the longest."""
-    best: tuple[tuple[bool, int], nn.Module, nn.ModuleList, list] | None = None
+    holds a self-attention module, the one with ``n_layers`` blocks (the config's layer count),
+    else the one with the most such blocks, then the longest."""
+    best: tuple[tuple[bool, int, int], nn.Module, nn.ModuleList, list] | None = None
     for owner in root.modules():
         for child in owner.children():
             if not isinstance(child, nn.ModuleList) or len(child) == 0:
                 continue
             attention = [_innermost_self_attention(b) for b in child]
-            if all(a is None for a in attention):
+            n_attention = sum(a is not None for a in attention)
+            if n_attention == 0:
                 continue
-            rank = (len(child) == n_layers, len(child))
+            # the config's layer count first, then blocks holding self-attention (a block's own
+            # sub-layer list, as T5's, holds one), then length
+            rank = (len(child) == n_layers, n_attention, len(child))
             if best is None or rank > best[0]:
                 best = (rank, owner, child, attention)
     if best is None:
@@ -136,19 +155,39 @@ def inspect_model(model: nn.Module) -> ModelStructure:
     is_enc_dec = bool(getattr(config, "is_encoder_decoder", False))
     if is_enc_dec:
         encoder = model.get_encoder() if hasattr(model, "get_encoder") else None
-        decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+        try:
+            decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+        except (AttributeError, NotImplementedError, TypeError):
+            decoder = None
         prompt = _find_stack(encoder, "encoder") if encoder is not None else None
         step = _find_stack(decoder, "decoder") if decoder is not None else None
     else:
         text = config.get_text_config() if hasattr(config, "get_text_config") else config
-        step = prompt = _find_stack(model, "causal", _layer_count(text))
+        try:
+            decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+        except (AttributeError, NotImplementedError, TypeError):
+            decoder = None
+        step = None
+        if isinstance(decoder, nn.Module) and decoder is not model:  # the text decoder of a speech/vision model
+            step = _find_stack(decoder, "causal", _layer_count(text))
+        step = prompt = step or _find_stack(model, "causal", _layer_count(text))
+    base = getattr(model, "base_model", None)
+    if (step is not None and not is_enc_dec and isinstance(base, nn.Module) and base is not model
+            and base is not step.module and any(m is step.module for m in base.modules())
+            and not any(isinstance(m, nn.ModuleList) and m is not None and len(m) and m[0] is not step.layers[0]
+                        and any(_innermost_self_attention(b) is not None for b in m) for m in base.modules())):
+        step.output = base  # a final norm applied by the base model after the block stack
     if step is None or prompt is None:
+        model_type = getattr(config, "model_type", "") or "?"
         raise ValueError(
-            f"{type(model).__name__} has no stack of transformer blocks with self-attention modules that "
-            "corevital understands (a ModuleList of identical blocks each holding a module whose class name "
-            "ends in 'Attention'). Pass a transformers causal LM (Llama, GPT-2, Qwen2, ...) or encoder-decoder "
-            "(T5, BART) model."
+            f"corevital cannot trace this {model_type} model ({type(model).__name__}): it has no stack of blocks with "
+            "softmax self-attention (a module whose class name ends in 'Attention'); a pure state-space or recurrent "
+            "model (Mamba, RWKV, xLSTM) has none for corevital's attention metrics to read. Nothing was run and the "
+            "model is unchanged. Pass a transformers causal LM (Llama, GPT-2, Qwen2, ...) or encoder-decoder (T5, BART)."
         )
     lm_head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     final_norm = next((getattr(step.module, n) for n in _FINAL_NORM_NAMES if isinstance(getattr(step.module, n, None), nn.Module)), None)
-    return ModelStructure(step=step, prompt=prompt, lm_head=lm_head, is_encoder_decoder=is_enc_dec, final_norm=final_norm)
+    names = {id(m): n for n, m in model.named_modules()}
+    cross = {id(m) for n, m in model.named_modules() if any(part in n.lower() for part in _CROSS_ATTENTION_NAMES)}
+    return ModelStructure(step=step, prompt=prompt, lm_head=lm_head, is_encoder_decoder=is_enc_dec, final_norm=final_norm,
+                          module_names=names, cross_attention=cross)
