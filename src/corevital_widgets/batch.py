@@ -28,6 +28,7 @@ from .trace.storage import TraceFileError, load_trace
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from .analysis.baseline import Baseline
     from .trace.trace import Trace
 
 MANIFEST_NAME = "manifest.json"
@@ -284,3 +285,37 @@ def analyze_many(
     finally:
         bar.close()
     return TraceSet(prompts=prompts, keys=keys, summaries=summaries, out_dir=out, _traces=traces)  # type: ignore[arg-type]
+
+
+def fit_baseline(
+    model: Any,
+    tokenizer: Any | None = None,
+    prompts: Sequence[str] | None = None,
+    *,
+    n: int = 200,
+    max_new_tokens: int = 32,
+    out_dir: str | PathLike[str] | None = None,
+    progress: bool = True,
+    description: str = "",
+    **analyze_kwargs: Any,
+) -> "Baseline":
+    """The model's normal, in one call: trace ``prompts`` (default: the first ``n`` of the
+    built-in ordinary prompts, ``corevital_widgets.analysis.ordinary_prompts.FIT_PROMPTS``, chat
+    questions through the tokenizer's chat template and plain-text continuations) with
+    :func:`analyze_many` and fit a :class:`~corevital_widgets.Baseline` on the runs that have no
+    numeric fault (red runs are not normal). ``out_dir`` keeps the traces (a re-run resumes).
+    Register the result with ``corevital.register_baseline`` or save it with ``.save(path)``."""
+    from .analysis.baseline import Baseline
+    from .analysis.ordinary_prompts import FIT_PROMPTS, chat_or_plain
+    from .engine.loading import resolve_model, resolve_tokenizer
+
+    model = resolve_model(model)
+    tokenizer = resolve_tokenizer(model, tokenizer)
+    if prompts is None:
+        if not 40 <= n <= len(FIT_PROMPTS):
+            raise ValueError(f"n must be between 40 and {len(FIT_PROMPTS)} (the built-in prompts), got {n}")
+        prompts = [chat_or_plain(tokenizer, text, chat) for text, chat in FIT_PROMPTS[:n]]
+    ts = analyze_many(model, list(prompts), tokenizer, out_dir=out_dir, progress=progress,
+                      max_new_tokens=max_new_tokens, **analyze_kwargs)
+    healthy = [t for t in ts if t.health.verdict != "red"]
+    return Baseline.fit(healthy, description=description or f"{len(prompts)} ordinary prompts, {max_new_tokens} new tokens")

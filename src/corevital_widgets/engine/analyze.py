@@ -17,6 +17,7 @@ from .attention import ACTIVE_COLLECTOR, tapped_attention
 from .collector import DEFAULT_MAX_SPARSE_BYTES, CollectedArrays, Collector
 from .prompt_attention import DEFAULT_TILE_BYTES
 from .loading import resolve_model, resolve_tokenizer
+from .fingerprint import model_fingerprint
 from .model_state import preserved_model_state
 from .structure import ModelStructure, execution_device, inspect_model
 
@@ -353,6 +354,7 @@ def _build_trace(
         "thresholds": dict(thresholds.__dict__),
         "versions": _library_versions(),
         "attention_calls": a.attention_calls,
+        "model_fingerprint": model_fingerprint(model),
         "attention_implementation": _implementation(model) or "eager",
         "attention_layers": structure.step.attention_layers,
         "prompt_attention_layers": structure.prompt.attention_layers,
