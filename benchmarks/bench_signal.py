@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
 def evaluate(df, args) -> None:
     from sklearn.model_selection import StratifiedKFold
 
-    from corevital_widgets.risk import (
+    from corevital_widgets.analysis.risk import (
         DEFAULT_RISK_FEATURES,
         RiskModel,
         evaluate_risk,
@@ -142,7 +142,7 @@ def evaluate(df, args) -> None:
           f"best baseline {best_base:.3f} (gap {report.auroc - best_base:+.3f}); ECE {report.ece:.3f}; Brier {report.brier:.3f}")
     others = [s for s in range(args.seed, args.seed + args.repeat_seeds) if s != args.seed]
     if others:
-        from corevital_widgets.risk import expected_calibration_error
+        from corevital_widgets.analysis.risk import expected_calibration_error
 
         reps = [(args.seed, report.auroc, report.ece, report.brier)]
         for s in others:
@@ -158,7 +158,7 @@ def evaluate(df, args) -> None:
     summary = {"n": len(wrong), "n_wrong": int(wrong.sum()), **report.to_dict()}
     (args.results_dir / "signal_report.json").write_text(json.dumps(summary, indent=1))
     if args.write_default:
-        from corevital_widgets.risk import DEFAULT_MODEL_FILE
+        from corevital_widgets.analysis.risk import DEFAULT_MODEL_FILE
 
         final = RiskModel().fit(features, wrong)
         final.meta.update(model="SmolLM2-135M-Instruct", suite="corevital_widgets.suite.build_suite(seed=0)",

@@ -29,25 +29,17 @@ import corevital_widgets as corevital  # noqa: E402
 from corevital_widgets.analysis.baseline import Baseline  # noqa: E402
 from corevital_widgets.analysis.ordinary_prompts import EVALUATION_PROMPTS, FIT_PROMPTS, chat_or_plain  # noqa: E402
 from corevital_widgets.analysis.verdict import assess  # noqa: E402
-from corevital_widgets.batch import analyze_many  # noqa: E402
+from corevital_widgets.batch import _numeric_fault, analyze_many  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.test_faults import layer_hook  # noqa: E402  (the one fault-injection hook)
 
 MID, HEAD, NEW_TOKENS = 15, 4, 32
 DEFAULT_FILE = Path(__file__).resolve().parents[1] / "src" / "corevital_widgets" / "data" / "baseline_smollm2.json"
 
 
 def _hook(module, fault, from_call=2):
-    calls = {"n": 0}
-
-    def hook(mod, args, output):
-        n = calls["n"]
-        calls["n"] += 1
-        if n < from_call:
-            return None
-        h = output[0] if isinstance(output, tuple) else output
-        h = fault(h)
-        return (h, *output[1:]) if isinstance(output, tuple) else h
-
-    return module.register_forward_hook(hook)
+    return layer_hook(module, fault, from_call)
 
 
 def faults(model):
@@ -75,7 +67,7 @@ def faults(model):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n-fit", type=int, default=200)
+    ap.add_argument("--n-fit", type=int, default=220)
     ap.add_argument("--runs", default="runs/verdict", help="folder for the traces (a re-run resumes)")
     ap.add_argument("--fault-prompts", type=int, default=5)
     ap.add_argument("--splits", type=int, default=50)
@@ -88,7 +80,7 @@ def main() -> None:
     fit_prompts = [chat_or_plain(tok, t, c) for t, c in FIT_PROMPTS[: args.n_fit]]
     fit_ts = analyze_many(model, fit_prompts, tok, out_dir=runs / "fit", max_new_tokens=NEW_TOKENS, progress=False)
     t1 = time.perf_counter()
-    fit_traces = [t for t in fit_ts if t.health.verdict != "red"]
+    fit_traces = [t for t in fit_ts if not _numeric_fault(t)]
     base = Baseline.fit(fit_traces, description=f"{len(fit_prompts)} built-in ordinary prompts (FIT_PROMPTS), "
                                                   f"{NEW_TOKENS} new tokens, greedy")
     t2 = time.perf_counter()
@@ -129,7 +121,7 @@ def main() -> None:
                 print(f"  missed ({name}): {v.color}: {v.sentence}")
         print(f"fault {name}: {ok}/{args.fault_prompts} {want} with the right flag/blame")
 
-    pool = fit_traces + [t for t in eval_ts if t.health.verdict != "red"]
+    pool = fit_traces + [t for t in eval_ts if not _numeric_fault(t)]
     rng = np.random.default_rng(0)
     for alpha in (0.05, 0.10):
         rates = []

@@ -21,7 +21,7 @@ from corevital_widgets.batch import (
     analyze_many,
     prompt_key,
 )
-from corevital_widgets.trace.features import trace_features
+from corevital_widgets.analysis.features import trace_features
 from corevital_widgets.trace.storage import load_trace
 
 N_PROMPTS = 20

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corevital_widgets.risk import trace_risk
+from corevital_widgets.analysis.risk import trace_risk
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -250,7 +250,9 @@ def test_dashboard_in_jupyterlab(lab, page):
     assert heat.get_attribute("data-cells") == str(L * H)
     assert (heat.get_attribute("data-rows"), heat.get_attribute("data-cols")) == (str(L), str(H))
     badge = dash.locator(".cv-badge")
-    assert badge.get_attribute("data-verdict") == trace.health.verdict
+    verdict = trace.verdict()  # the light is the verdict against the model's normal, not the old absolute rules
+    assert badge.get_attribute("data-verdict") == verdict.color
+    assert badge.locator(".cv-verdict").inner_text().strip() == verdict.sentence
     assert badge.locator(".cv-flag.cv-fired").count() == len(trace.health.fired)
     assert dash.locator(".cv-graph .cv-tok").count() == P
     pg.screenshot(path=str(ARTIFACTS / "e2e_dashboard.png"), full_page=True)
@@ -379,6 +381,14 @@ def test_standalone_export_renders_offline(tmp_path, browser, smollm2_trace):
     assert pg.locator(".cv-timeline .cv-tok").count() == tr.n_prompt + tr.n_steps
     assert pg.locator(".cv-heatmap").get_attribute("data-cells") == str(tr.n_layers * tr.n_heads)
     assert pg.locator(".cv-badge .cv-flag.cv-fired").count() == len(tr.health.fired)
+    # the badge says the verdict's sentence and narrative (the page's text-only copy is gone once it renders)
+    v = tr.verdict()
+    assert pg.locator(".cv-badge").get_attribute("data-verdict") == v.color
+    assert pg.locator(".cv-badge .cv-verdict").inner_text().strip() == v.sentence
+    rest = v.narrative[len(v.sentence):].strip()
+    if rest:
+        assert pg.locator(".cv-badge .cv-narrative").inner_text().strip() == rest
+    assert pg.locator("#corevital-verdict").count() == 0
     g = pg.locator(".cv-graph")
     drawn = json.loads(g.get_attribute("data-edges"))
     keys, weights = tr.attends_to(6, 2, 1)
@@ -514,7 +524,7 @@ def test_dataset_view_in_jupyterlab(lab, browser, smollm2_traceset):
         dash.locator(".cv-heatmap[data-cells]").wait_for(timeout=10_000)
         _wait_for(lambda: dash.locator(".cv-timeline .cv-tok").count() == want.n_prompt + want.n_steps, 10, "the row's tokens")
         assert dash.locator(".cv-timeline .cv-gen").count() == want.n_steps
-        assert dash.locator(".cv-badge").get_attribute("data-verdict") == want.health.verdict
+        assert dash.locator(".cv-badge").get_attribute("data-verdict") == want.verdict().color
 
         # the badge shows the risk Python computes for that trace (and the table shows for that row)
         risk = dash.locator(".cv-badge .cv-risk")

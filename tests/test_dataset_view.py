@@ -14,7 +14,7 @@ import traitlets
 
 import corevital_widgets as corevital
 from corevital_widgets import TraceSet
-from corevital_widgets.risk import RiskModel, heuristic_risk
+from corevital_widgets.analysis.risk import RiskModel, heuristic_risk
 from corevital_widgets.suite import INSTRUCTION
 from corevital_widgets.widgets import DatasetView, HeadHeatmap, HealthBadge
 from corevital_widgets.widgets.dataset_view import answer_display_text, prompt_display_text
@@ -76,7 +76,10 @@ def test_clicking_a_row_loads_that_trace_into_the_dashboard(smollm2_traceset):
         assert (meta["n_prompt"], meta["n_steps"]) == (want.n_prompt, want.n_steps)
         assert arrays["generated_tokens"] == want.generated_tokens
         # the badge below the table shows the row's risk, the same number as the table
-        assert meta["risk"]["value"] == view.rows["risk"][i] == view.risk_model.predict_proba(want)
+        value = view.risk_model.predict_proba(want)
+        assert view.rows["risk"][i] == value
+        # ... and the badge the same number, unless outside the range the risk model was calibrated on
+        assert meta["risk"]["value"] == (None if meta["risk"]["outside"] else value)
         assert view.selection["step"] == 0 and view.selection["token"] == want.n_prompt - 1
         assert view.edges  # the attention graph below has its edges
     assert seen == [2, 0, len(ts) - 1]
@@ -167,19 +170,22 @@ def test_the_badge_shows_the_same_risk_as_the_summary(smollm2_trace):
     # features outside the shipped model's training range, recomputed here: the value is then "extrapolated"
     f = tr.features()
     outside = [n for i, n in enumerate(model.feature_names) if not model.train_min_[i] <= f[n] <= model.train_max_[i]]
-    assert meta["risk"]["value"] == value and meta["risk"]["kind"] == "logistic"
-    assert meta["risk"]["outside"] == outside
-    if outside:
-        assert meta["risk"]["label"] == "extrapolated" and outside[0] in meta["risk"]["description"]
+    assert meta["risk"]["kind"] == "logistic" and meta["risk"]["outside"] == outside
+    if outside:  # never a probability outside the calibrated range: the badge says why instead
+        assert meta["risk"]["value"] is None and meta["risk"]["label"] == "extrapolated"
+        assert outside[0] in meta["risk"]["description"] and "fit corevital.RiskModel" in meta["risk"]["description"]
+        assert f"risk: {meta['risk']['description']}" in tr.summary()
     else:
-        assert meta["risk"]["label"] == "calibrated"
+        assert meta["risk"]["value"] == value and meta["risk"]["label"] == "calibrated"
         assert meta["risk"]["description"] == "calibrated probability of a wrong answer"
-    assert f"risk: {value:.2f} ({meta['risk']['description']})" in tr.summary()
+        assert f"risk: {value:.2f} ({meta['risk']['description']})" in tr.summary()
     # the dashboard carries it too; views that do not show it do not compute it
     assert decode_arrays(trace_payload(tr, "dashboard"))[0]["risk"] == meta["risk"]
     assert decode_arrays(trace_payload(tr, "timeline"))[0]["risk"] is None
     # another model: the heuristic, said so, in the badge and in the summary
-    other = corevital.Trace(**{**tr.__dict__, "meta": {**tr.meta, "model_name": "some/other-model"}})
+    # another model is another fingerprint (the name does not matter any more)
+    other = corevital.Trace(**{**tr.__dict__, "meta": {**tr.meta, "model_name": "some/other-model",
+                                                       "model_fingerprint": "0123456789abcdef"}})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the badge and summary do not warn; they say "uncalibrated"
         meta2, _ = decode_arrays(HealthBadge(other).data)

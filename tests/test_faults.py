@@ -14,20 +14,25 @@ MID = 15
 PROMPT = "List three facts about the moon:"
 
 
-def _layer_hook(model, layer, fault, from_step):
-    """A user's forward hook on one decoder layer applying ``fault`` from forward ``from_step`` on."""
+def layer_hook(module, fault, from_call=0):
+    """A user's forward hook on ``module`` applying ``fault`` to its output from call ``from_call`` on
+    (shared by the fault tests, the verdict tests and benchmarks/bench_verdict.py)."""
     calls = {"n": 0}
 
-    def hook(module, args, output):
-        step = calls["n"]
+    def hook(mod, args, output):
+        n = calls["n"]
         calls["n"] += 1
-        if step < from_step:
+        if n < from_call:
             return None
         h = output[0] if isinstance(output, tuple) else output
         h = fault(h)
         return (h, *output[1:]) if isinstance(output, tuple) else h
 
-    return model.model.layers[layer].register_forward_hook(hook)
+    return module.register_forward_hook(hook)
+
+
+def _layer_hook(model, layer, fault, from_step):
+    return layer_hook(model.model.layers[layer], fault, from_step)
 
 
 def _run(smollm2, **kw):
@@ -94,3 +99,28 @@ def test_frozen_final_layer_fires_repetition_loop(smollm2):
     assert h.first_fired["repetition_loop_detected"].step == 3, "needs the 3 previous steps"
     assert np.allclose(trace.timeline.repetition_similarity[3:], 1.0, atol=1e-5)
     assert not h.nan_detected and not h.mid_layer_anomaly_detected
+
+
+def test_the_token_repetition_rule_finds_the_span_a_reader_sees():
+    from corevital_widgets.trace.health import repeated_span
+
+    clock = [5, 6, 7, 8, 9, 6, 7, 10, 11, 12]  # "He had a clock with a clock on it."
+    assert repeated_span(np.array([1, 2] + clock * 3 + [3])) == (2, 10, 3)
+    assert repeated_span(np.array([1, 2, 3] * 3)) is None, "9 tokens: under the 12-token minimum"
+    assert repeated_span(np.array([7] * 12)) == (0, 1, 12) and repeated_span(np.array([7] * 11)) is None
+    assert repeated_span(np.arange(64)) is None
+    assert repeated_span(np.array(clock * 2 + [1, 2, 3])) is None, "two copies are not a loop"
+
+
+def test_a_story_stuck_in_a_loop_is_red_and_names_the_token_rule_and_span(smollm2):
+    model, tok = smollm2
+    prompt = "Once upon a time there was a man. He had a clock with a clock on it. He had a clock with a clock on it."
+    trace = corevital.analyze(model, prompt, tok, max_new_tokens=40)
+    h = trace.health
+    assert h.repetition_loop_detected and h.repetition_span is not None
+    start, period, copies = h.repetition_span
+    span = "".join(trace.generated_tokens[start:start + period])
+    assert "clock" in span and copies >= 3
+    assert h.first_fired["repetition_loop_detected"].step == start + 2 * period
+    v = trace.verdict(baseline=None)
+    assert v.color == "red" and "token rule" in v.sentence and span.strip() in v.sentence

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from corevital_widgets.trace.features import (
+from corevital_widgets.analysis.features import (
     FEATURE_NAMES,
     LENS_FEATURE_NAMES,
     trace_features,

@@ -15,7 +15,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from corevital_widgets.risk import (
+from corevital_widgets.analysis.risk import (
     DEFAULT_MODEL_FILE,
     DEFAULT_RISK_FEATURES,
     RiskModel,
@@ -124,7 +124,7 @@ def test_auto_regularisation_is_the_inner_cv_log_loss_optimum():
     """C='auto' picks, from the training data alone, the C with the best 5-fold log-loss."""
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-    from corevital_widgets.risk import AUTO_C_GRID
+    from corevital_widgets.analysis.risk import AUTO_C_GRID
 
     df, y = _features(n=240, seed=5)
     m = RiskModel().fit(df, y)
@@ -147,7 +147,7 @@ def test_auto_regularisation_is_the_inner_cv_log_loss_optimum():
 
 
 def test_training_range_marks_extrapolated_risks(tmp_path):
-    from corevital_widgets.risk import TraceRisk
+    from corevital_widgets.analysis.risk import TraceRisk
 
     df, y = _features()
     m = RiskModel(C=1.0).fit(df, y)
@@ -211,7 +211,7 @@ def test_heuristic_risk_recomputed_from_arrays(smollm2_trace):
 
 def test_predict_on_trace_and_traceset(smollm2_trace):
     from corevital_widgets.batch import TraceSet, trace_summary_row
-    from corevital_widgets.trace.features import trace_features
+    from corevital_widgets.analysis.features import trace_features
 
     df, y = _features()
     m = RiskModel().fit(df, y)
@@ -233,6 +233,6 @@ def test_shipped_default_model_if_present(smollm2, smollm2_trace):
     p = m.predict_proba(smollm2_trace)
     # Independent evaluation of the stored logistic formula on the trace's features.
     f = smollm2_trace.features() if hasattr(smollm2_trace, "features") else __import__(
-        "corevital_widgets.trace.features", fromlist=["trace_features"]).trace_features(smollm2_trace)
+        "corevital_widgets.analysis.features", fromlist=["trace_features"]).trace_features(smollm2_trace)
     z = m.intercept_ + sum(c * (f[n] - mu) / sd for n, c, mu, sd in zip(m.feature_names, m.coef_, m.mean_, m.scale_))
     assert p == pytest.approx(1 / (1 + math.exp(-z)), rel=1e-9) and 0 < p < 1

@@ -10,6 +10,10 @@ export const RAMP_ALARM: RGB[] = [
 export const RAMP_HEAT: RGB[] = [
   [68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37],
 ];
+/** Diverging blue (below normal) -> near-white (normal) -> red (above normal), for z-scores. */
+export const RAMP_DIVERGE: RGB[] = [
+  [33, 102, 172], [146, 197, 222], [247, 247, 247], [244, 165, 130], [178, 24, 43],
+];
 
 /** Linear interpolation along colour stops, t in [0, 1] (clamped). */
 export function interpolate(stops: RGB[], t: number): RGB {
@@ -92,6 +96,12 @@ export function riskColor(risk: number | null | undefined): string {
   if (risk === null || risk === undefined || !Number.isFinite(risk)) return "transparent";
   const t = Math.min(1, Math.max(0, risk));
   return css(interpolate(RAMP_ALARM, t), 0.35 + 0.55 * t);
+}
+
+/** Colour of a z-score on the diverging scale clipped at ±limit ("#888" when it is not finite). */
+export function zColor(z: number, limit: number): string {
+  if (!Number.isFinite(z)) return "#888";
+  return css(interpolate(RAMP_DIVERGE, (z / (limit > 0 ? limit : 1) + 1) / 2));
 }
 
 /** Short human number: 3 significant digits, no exponent for ordinary magnitudes. */

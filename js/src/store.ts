@@ -14,12 +14,14 @@ export interface ViewOptions {
   /** "lens": the logit-lens entropy, layers x steps (only for traces made with logit_lens=True). */
   heat_source: "step" | "prompt" | "lens";
   heat_value: "entropy" | "concentration" | "sink" | "basin";
+  /** "z": colour each head by its z-score against the model's baseline (payloads with `z_*` arrays only). */
+  heat_color: "value" | "z";
   threshold: number;
   incoming: boolean;
 }
 
 export const DEFAULT_SELECTION: Selection = { step: null, token: null, layer: null, head: null, metric: "entropy" };
-export const DEFAULT_OPTIONS: ViewOptions = { heat_source: "step", heat_value: "entropy", threshold: 0.02, incoming: false };
+export const DEFAULT_OPTIONS: ViewOptions = { heat_source: "step", heat_value: "entropy", heat_color: "value", threshold: 0.02, incoming: false };
 
 export interface Progress { step: number; total: number; done: boolean; phase?: string }
 

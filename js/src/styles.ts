@@ -19,6 +19,15 @@ export const CSS = `
 .cv-light { display: inline-block; width: 14px; height: 14px; border-radius: 50%; border: 1px solid rgba(0,0,0,.25); }
 .cv-green { background: var(--jp-success-color1, #2e7d32); } .cv-yellow { background: var(--jp-warn-color1, #f9a825); }
 .cv-red { background: var(--jp-error-color1, #d32f2f); } .cv-pending { background: var(--jp-layout-color3, #bbb); }
+.cv-badge-head .cv-verdict { white-space: normal; }
+.cv-narrative, .cv-blame, .cv-facts { flex: 1 0 100%; }
+.cv-narrative { font-size: 12px; }
+.cv-blame { list-style: none; margin: 0; padding: 0; display: flex; flex-direction: column; gap: 2px; }
+.cv-root .cv-blame-jump { cursor: pointer; text-align: left; font-size: 12px; padding: 1px 6px;
+  border-left: 3px solid var(--jp-warn-color1, #f9a825); }
+.cv-blame-run { font-size: 12px; }
+.cv-facts { display: flex; flex-wrap: wrap; gap: 4px 10px; align-items: center; }
+.cv-facts-title { font-size: 10px; text-transform: uppercase; letter-spacing: .05em; color: var(--jp-ui-font-color3, #999); }
 .cv-flags { display: flex; flex-wrap: wrap; gap: 4px 12px; list-style: none; margin: 0; padding: 0; }
 .cv-flag { color: var(--jp-ui-font-color2, #666); display: flex; gap: 4px; align-items: center; }
 .cv-flag.cv-fired { color: var(--jp-ui-font-color0, #000); font-weight: 600; }
@@ -49,6 +58,7 @@ export const CSS = `
 .cv-alt-text { min-width: 80px; font-family: var(--jp-code-font-family, monospace); }
 .cv-alt-bar { display: inline-block; height: 8px; background: var(--jp-brand-color2, #64b5f6); }
 .cv-heat-canvas { display: block; cursor: pointer; }
+.cv-heat-color option:disabled { color: var(--jp-ui-font-color3, #999); }
 .cv-noattn-swatch { display: inline-block; width: 14px; height: 10px; border-radius: 2px; margin-left: 6px;
   background: repeating-linear-gradient(135deg, var(--jp-layout-color2, #e4e4e4) 0 3px, var(--jp-ui-font-color3, #999) 3px 4px); }
 .cv-graph-body { max-height: 320px; overflow: auto; border: 1px solid var(--jp-border-color2, #ddd); border-radius: 3px; padding: 4px; }

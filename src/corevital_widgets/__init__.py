@@ -22,7 +22,11 @@ from .trace.trace import SCHEMA_VERSION, Trace
 if TYPE_CHECKING:  # pragma: no cover
     from .batch import TraceSet, analyze_many
     from .engine.analyze import analyze
-    from .risk import RiskModel, evaluate_risk, heuristic_risk
+    from .analysis.baseline import Baseline
+    from .analysis.registry import register_baseline
+    from .analysis.verdict import Verdict, assess
+    from .batch import fit_baseline
+    from .analysis.risk import RiskModel, evaluate_risk, heuristic_risk
     from .suite import build_suite, grade
     from .engine.loading import load_default_model
     from .widgets.components import AttentionGraph, Dashboard, HeadHeatmap, HealthBadge, TokenTimeline, link_selection
@@ -44,11 +48,16 @@ _LAZY = {
     "DatasetView": ("widgets.dataset_view", "DatasetView"),
     "analyze_many": ("batch", "analyze_many"),
     "TraceSet": ("batch", "TraceSet"),
-    "RiskModel": ("risk", "RiskModel"),
-    "heuristic_risk": ("risk", "heuristic_risk"),
-    "evaluate_risk": ("risk", "evaluate_risk"),
+    "RiskModel": ("analysis.risk", "RiskModel"),
+    "heuristic_risk": ("analysis.risk", "heuristic_risk"),
+    "evaluate_risk": ("analysis.risk", "evaluate_risk"),
     "build_suite": ("suite", "build_suite"),
     "grade": ("suite", "grade"),
+    "Baseline": ("analysis.baseline", "Baseline"),
+    "fit_baseline": ("batch", "fit_baseline"),
+    "register_baseline": ("analysis.registry", "register_baseline"),
+    "assess": ("analysis.verdict", "assess"),
+    "Verdict": ("analysis.verdict", "Verdict"),
 }
 
 
@@ -67,6 +76,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "analyze", "load_default_model", "show", "export_html", "Dashboard", "HealthBadge", "TokenTimeline",
     "HeadHeatmap", "AttentionGraph", "link_selection", "DatasetView", "analyze_many", "TraceSet", "RiskModel", "heuristic_risk",
-    "evaluate_risk", "build_suite", "grade", "load_trace", "Trace", "TraceFileError", "SparseAttention", "Health", "FiredAt",
+    "evaluate_risk", "build_suite", "grade", "Baseline", "fit_baseline", "register_baseline", "assess", "Verdict", "load_trace", "Trace", "TraceFileError", "SparseAttention", "Health", "FiredAt",
     "Thresholds", "DEFAULT_THRESHOLDS", "SCHEMA_VERSION", "__version__",
 ]

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from .trace.features import trace_features
-from .trace.storage import TraceFileError, load_trace
+from .analysis.features import trace_features
+from .trace.storage import TraceFileError, load_trace, write_text_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -56,21 +56,7 @@ def prompt_key(index: int, prompt: str, model_name: str, analyze_kwargs: dict[st
     return f"{index:05d}-{hashlib.sha256(blob.encode('utf-8')).hexdigest()[:16]}"
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder, fsync and rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+_write_text_atomic = write_text_atomic  # the one atomic text writer lives in trace/storage.py
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
@@ -79,7 +65,9 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
 
 def trace_summary_row(trace: "Trace") -> dict[str, Any]:
     """What a TraceSet keeps in memory per prompt: generated text, verdict and features."""
-    row: dict[str, Any] = {"text": trace.text, "verdict": trace.health.verdict}
+    from .analysis.verdict import assess
+
+    row: dict[str, Any] = {"text": trace.text, "verdict": assess(trace).color}  # vs the model's normal, when known
     row.update(trace_features(trace))
     return row
 
@@ -122,7 +110,7 @@ class TraceSet:
 
     def features(self) -> "pd.DataFrame":
         """The feature columns only (one row per prompt), as used by ``RiskModel``."""
-        from .trace.features import FEATURE_NAMES, LENS_FEATURE_NAMES
+        from .analysis.features import FEATURE_NAMES, LENS_FEATURE_NAMES
 
         df = self.to_pandas()
         cols = [c for c in (*FEATURE_NAMES, *LENS_FEATURE_NAMES) if c in df.columns]
@@ -287,12 +275,18 @@ def analyze_many(
     return TraceSet(prompts=prompts, keys=keys, summaries=summaries, out_dir=out, _traces=traces)  # type: ignore[arg-type]
 
 
+def _numeric_fault(trace: "Trace") -> bool:
+    """A run whose numbers went wrong (NaN/Inf, mid-layer anomaly): not part of any normal."""
+    h = trace.health
+    return bool(h.nan_detected or h.inf_detected or h.mid_layer_anomaly_detected)
+
+
 def fit_baseline(
     model: Any,
     tokenizer: Any | None = None,
     prompts: Sequence[str] | None = None,
     *,
-    n: int = 200,
+    n: int = 220,
     max_new_tokens: int = 32,
     out_dir: str | PathLike[str] | None = None,
     progress: bool = True,
@@ -317,5 +311,5 @@ def fit_baseline(
         prompts = [chat_or_plain(tokenizer, text, chat) for text, chat in FIT_PROMPTS[:n]]
     ts = analyze_many(model, list(prompts), tokenizer, out_dir=out_dir, progress=progress,
                       max_new_tokens=max_new_tokens, **analyze_kwargs)
-    healthy = [t for t in ts if t.health.verdict != "red"]
+    healthy = [t for t in ts if not _numeric_fault(t)]
     return Baseline.fit(healthy, description=description or f"{len(prompts)} ordinary prompts, {max_new_tokens} new tokens")

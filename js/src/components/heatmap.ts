@@ -1,7 +1,8 @@
-/** Head heatmap: layers x heads on a canvas, for the selected step or for the prompt. */
+/** Head heatmap: layers x heads on a canvas, for the selected step or for the prompt; coloured by
+ * value or ("vs normal") by each head's z-score against the model's baseline. */
 import { h, observeResize, sizeCanvas, themeColor, widthOf } from "../dom";
 import { noAttentionLayers, type Payload } from "../payload";
-import { css, fmt, interpolate, RAMP_HEAT } from "../scales";
+import { css, fmt, interpolate, RAMP_DIVERGE, RAMP_HEAT, zColor } from "../scales";
 import type { Store, ViewOptions } from "../store";
 
 export interface HeatLayout { L: number; H: number; left: number; top: number; cw: number; ch: number; width: number; height: number }
@@ -73,11 +74,65 @@ export function heatData(p: Payload, opts: ViewOptions, step: number | null): He
   return { values, entropy, concentration, label, unit, lo, hi, noAttention };
 }
 
+/** Whether the payload carries z-scores against the model's baseline (a baseline exists). */
+export function hasZ(p: Payload | null): boolean {
+  if (!p) return false;
+  const n = (p.meta.n_layers ?? 0) * (p.meta.n_heads ?? 0);
+  return ["z_step_entropy", "z_step_concentration", "z_prompt_entropy", "z_prompt_concentration"]
+    .some((k) => p.arrays[k] !== undefined && p.arrays[k].data.length === n && n > 0);
+}
+
+/** Why "vs normal" is not offered. */
+export const NO_BASELINE = "no baseline for this model";
+
+export interface ZData {
+  /** z-score of each (layer, head), row-major; NaN where undefined. */
+  z: Float32Array;
+  /** The alarm line for |z| (null when the baseline has none). */
+  threshold: number | null;
+  /** Colours clip at ±limit (2 × threshold). */
+  limit: number;
+  label: string;
+  /** Which heatmap value the z-scores are of (entropy or concentration), and of which pass. */
+  value: "entropy" | "concentration";
+  prompt: boolean;
+}
+
+/** The z-scores the "vs normal" mode shows for the options (null without a baseline). For the step
+ * source they are of the mean over all steps (the baseline's statistic), whatever step is selected. */
+export function zData(p: Payload, opts: ViewOptions): ZData | null {
+  const value = opts.heat_value === "concentration" ? "concentration" : "entropy";
+  const prompt = opts.heat_source === "prompt";
+  const a = p.arrays[`z_${prompt ? "prompt" : "step"}_${value}`];
+  const n = p.meta.n_layers * p.meta.n_heads;
+  if (!a || a.data.length !== n || n === 0) return null;
+  const t = p.meta.z_threshold;
+  const threshold = typeof t === "number" && Number.isFinite(t) && t > 0 ? t : null;
+  const what = value === "entropy" ? "attention entropy" : "concentration (max weight)";
+  const label = prompt ? `prompt ${what}` : `${what}, mean over steps`;
+  return { z: a.data as Float32Array, threshold, limit: threshold !== null ? 2 * threshold : 8, label, value, prompt };
+}
+
+/** The legend text of the "vs normal" mode. */
+export function zLegend(d: ZData): string {
+  return d.threshold !== null ? `z vs this model's normal (|z| > ${fmt(d.threshold)} unusual)` : "z vs this model's normal (no alarm line)";
+}
+
 /** Hover text of a cell (or, with `head` null, a row label); null where nothing is said. */
 export function heatTip(d: HeatData, H: number, layer: number, head: number | null): string | null {
   if (d.noAttention.has(layer)) return `layer ${layer} · ${NO_ATTENTION}`;
   if (head === null) return null;
   return `layer ${layer}, head ${head}: ${d.label} ${fmt(d.values[layer * H + head])} ${d.unit}`;
+}
+
+/** Hover text of a cell in the "vs normal" mode (the row label as in the value mode). */
+export function zTip(z: ZData, d: HeatData, H: number, layer: number, head: number | null): string | null {
+  if (d.noAttention.has(layer) || head === null) return heatTip(d, H, layer, head);
+  const i = layer * H + head;
+  const zi = z.z[i];
+  const over = z.threshold !== null && Number.isFinite(zi) && Math.abs(zi) > z.threshold;
+  const value = z.prompt ? ` ${fmt(d.values[i])} ${d.unit},` : "";
+  return `layer ${layer}, head ${head}: ${z.label}${value} z ${fmt(zi)} vs this model's normal${over ? " (unusual)" : ""}`;
 }
 
 /** A row of a layer without attention: grey with diagonal hatching, labelled "no attention". */
@@ -176,15 +231,18 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
   const root = h("div", { class: "cv-heatmap", tabindex: "0" });
   const source = h("select", { class: "cv-heat-source", "aria-label": "heatmap source" });
   const value = h("select", { class: "cv-heat-value", "aria-label": "heatmap value" });
+  const color = h("select", { class: "cv-heat-color", "aria-label": "heatmap colouring" },
+    h("option", { value: "value", text: "values" }), h("option", { value: "z", text: "vs normal" }));
   const info = h("span", { class: "cv-muted cv-heat-info" });
   const canvas = h("canvas", { class: "cv-heat-canvas" });
   const legend = h("div", { class: "cv-legend cv-heat-legend" });
   const tip = h("div", { class: "cv-tip", hidden: "" });
   const title = h("span", { class: "cv-title", text: "Heads" });
-  root.append(h("div", { class: "cv-header" }, title, source, value, info), canvas, legend, tip);
+  root.append(h("div", { class: "cv-header" }, title, source, value, color, info), canvas, legend, tip);
   el.append(root);
   let g = heatLayout(1, 1, 300);
   let current: HeatData | null = null;
+  let zd: ZData | null = null;
   let lens: LensData | null = null;
   let mode: "heads" | "lens" = "heads";
 
@@ -200,6 +258,7 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
     mode = "lens";
     lens = d;
     current = null;
+    zd = null;
     title.textContent = "Layers × steps";
     const sel = store.sel;
     g = lensLayout(d.L, d.T, Math.min(widthOf(root, 420), 720));
@@ -247,7 +306,16 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
     const src = opts.heat_source === "lens" && !d ? "step" : opts.heat_source;
     source.value = src;
     value.hidden = src === "lens";
-    const values = src === "prompt" ? ["entropy", "concentration", "sink", "basin"] : ["entropy", "concentration"];
+    const withZ = hasZ(p);
+    const zOpt = color.options[1];
+    zOpt.disabled = !withZ;
+    zOpt.title = withZ ? "colour each head by its z-score against this model's normal" : NO_BASELINE;
+    color.title = withZ ? "values, or z-scores against this model's normal" : `vs normal: ${NO_BASELINE}`;
+    const zMode = withZ && opts.heat_color === "z" && src !== "lens";
+    color.value = zMode ? "z" : "value";
+    color.hidden = src === "lens";
+    root.dataset.colorMode = zMode ? "z" : "value";
+    const values = src === "prompt" && !zMode ? ["entropy", "concentration", "sink", "basin"] : ["entropy", "concentration"];
     if (value.options.length !== values.length) value.replaceChildren(...values.map((v) => h("option", { value: v, text: v })));
     value.value = values.includes(opts.heat_value) ? opts.heat_value : "entropy";
     if (!p) { info.textContent = "waiting for the trace…"; sizeCanvas(canvas, 1, 1); return; }
@@ -257,10 +325,12 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
     title.textContent = "Heads";
     const L = p.meta.n_layers, H = p.meta.n_heads;
     const sel = store.sel;
-    current = heatData(p, opts, sel.step);
+    const shown: ViewOptions = zMode && !values.includes(opts.heat_value) ? { ...opts, heat_value: "entropy" } : opts;
+    current = heatData(p, shown, sel.step);
+    zd = zMode ? zData(p, shown) : null;
     g = heatLayout(L, H, Math.min(widthOf(root, 420), 520));
     const ctx = sizeCanvas(canvas, g.width, g.height);
-    info.textContent = opts.heat_source === "prompt" ? "prompt pass" : `step ${sel.step ?? 0}`;
+    info.textContent = opts.heat_source === "prompt" ? "prompt pass" : zd ? "all steps" : `step ${sel.step ?? 0}`;
     root.dataset.rows = String(L);
     root.dataset.cols = String(H);
     if (!current) { root.dataset.cells = "0"; root.dataset.noAttention = ""; info.textContent += " · no data (prompt telemetry off?)"; return; }
@@ -268,7 +338,7 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
     root.dataset.noAttention = Array.from(noAtt).join(",");
     if (sel.layer !== null && noAtt.has(sel.layer)) info.textContent += ` · layer ${sel.layer}: no attention`;
     const th = p.meta.thresholds ?? { collapsed_entropy_bits: 0.1, focused_concentration: 0.9 };
-    let cells = 0, collapsed = 0, focused = 0;
+    let cells = 0, collapsed = 0, focused = 0, unusual = 0;
     const fg = themeColor(root, "--jp-ui-font-color1", "#222");
     if (ctx) {
       clearForLabels(ctx, g, fg);
@@ -290,6 +360,20 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
       const t = (v - current.lo) / (current.hi - current.lo);
       const m = current.entropy && current.concentration ? headMark(current.entropy[i], current.concentration[i], th) : null;
       if (m === "collapsed") collapsed++; else if (m === "focused") focused++;
+      if (zd) {
+        const z = zd.z[i];
+        const over = zd.threshold !== null && Number.isFinite(z) && Math.abs(z) > zd.threshold;
+        if (over) unusual++;
+        if (!ctx) continue;
+        ctx.fillStyle = zColor(z, zd.limit);
+        ctx.fillRect(x, y, g.cw - 1, g.ch - 1);
+        if (over) { // beyond the alarm line: outlined
+          ctx.strokeStyle = fg;
+          ctx.lineWidth = 1.5;
+          ctx.strokeRect(x + 1, y + 1, g.cw - 3, g.ch - 3);
+        }
+        continue;
+      }
       if (!ctx) continue;
       ctx.fillStyle = Number.isFinite(v) ? css(interpolate(RAMP_HEAT, t)) : "#888";
       ctx.fillRect(x, y, g.cw - 1, g.ch - 1);
@@ -311,7 +395,25 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
     root.dataset.cells = String(cells);
     root.dataset.collapsed = String(collapsed);
     root.dataset.focused = String(focused);
-    root.dataset.value = opts.heat_value;
+    root.dataset.value = shown.heat_value;
+    root.dataset.unusual = String(unusual);
+    if (zd) {
+      const lim = zd.limit;
+      legend.replaceChildren(
+        h("span", { text: `${fmt(-lim)}` }),
+        h("span", { class: "cv-legend-bar", style: `background: linear-gradient(to right, ${[0, 0.25, 0.5, 0.75, 1].map((t) => css(interpolate(RAMP_DIVERGE, t))).join(", ")})` }),
+        h("span", { text: `+${fmt(lim)}` }),
+        h("span", { class: "cv-legend-unit cv-heat-z-legend", text: `${zLegend(zd)} · ${zd.label} · blue below, red above normal` +
+          (zd.threshold !== null ? ` · outlined: beyond ±${fmt(zd.threshold)}` : "") }),
+      );
+      if (noAtt.size) {
+        legend.append(h("span", { class: "cv-noattn-swatch" }), h("span", {
+          class: "cv-legend-unit cv-heat-noattn",
+          text: `${NO_ATTENTION}: layer${noAtt.size > 1 ? "s" : ""} ${Array.from(noAtt).join(", ")}`,
+        }));
+      }
+      return;
+    }
     legend.replaceChildren(
       h("span", { text: fmt(current.lo) }),
       h("span", { class: "cv-legend-bar", style: `background: linear-gradient(to right, ${[0, 0.25, 0.5, 0.75, 1].map((t) => css(interpolate(RAMP_HEAT, t))).join(", ")})` }),
@@ -346,7 +448,7 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
       tip.textContent = `step ${hit.head}${gen !== undefined ? ` (${JSON.stringify(gen)})` : ""}, layer ${hit.layer}: ` +
         `lens entropy ${fmt(lens.values[i])} bits · top-1 ${lensToken(lens, lens.top1[i])}`;
     } else if (current) {
-      const text = heatTip(current, g.H, hit.layer, hit.head);
+      const text = zd ? zTip(zd, current, g.H, hit.layer, hit.head) : heatTip(current, g.H, hit.layer, hit.head);
       if (text === null) { tip.hidden = true; return; }
       tip.textContent = text;
     }
@@ -358,6 +460,7 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
   canvas.addEventListener("mouseleave", () => { tip.hidden = true; });
   source.addEventListener("change", () => store.setOptions({ heat_source: source.value as ViewOptions["heat_source"] }));
   value.addEventListener("change", () => store.setOptions({ heat_value: value.value as ViewOptions["heat_value"] }));
+  color.addEventListener("change", () => store.setOptions({ heat_color: color.value as ViewOptions["heat_color"] }));
   root.addEventListener("keydown", (ev) => {
     const p = store.data;
     if (!p || ev.target instanceof HTMLSelectElement) return;

@@ -11,12 +11,15 @@ median and the scale (1.4826 x MAD, floored per statistic so structural heads th
 do not turn rounding into alarms) taken over the fitting traces.
 
 Thousands of cells are tested at once, so a per-cell threshold would alarm on most healthy
-runs. The alarm is instead one statistic per trace, ``S = max over cells of |z|``, and its
-threshold is calibrated on held-out healthy traces (split conformal: the fitting traces are
-split in two; the medians and scales come from one half, the threshold is the
-ceil((n + 1)(1 - alpha))-th smallest S of the other half). A new healthy run of the same
-kind then alarms with probability at most alpha — the family-wise false-alarm rate of the
-whole run, whatever the number of cells — and close to alpha for continuous S.
+runs. The alarm is instead one statistic per trace: each statistic's largest |z| over its cells,
+divided by that statistic's typical largest |z| on the fitting runs (its 90th percentile there,
+so that a heavy-tailed statistic such as the basin of short prompts cannot drown the others),
+and the largest of those, ``S``. Its threshold is calibrated on held-out healthy traces (split
+conformal: the fitting traces are split in two; medians, scales and normalisers come from one
+half, the threshold is the ceil((n + 1)(1 - alpha))-th smallest S of the other half). A new
+healthy run of the same kind then alarms with probability at most alpha — the family-wise
+false-alarm rate of the whole run, whatever the number of cells — and close to alpha for
+continuous S. ``Deviation.z`` is in these normalised units (|z| > threshold = unusual).
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ BASELINE_VERSION = 1
 #: The alarm rates a baseline is calibrated for (the threshold of each is stored).
 ALPHAS = (0.01, 0.05, 0.10)
 DEFAULT_ALPHA = 0.05
+
+#: Each cell's scale is at least its central (1 - 2 x this) range over the fitting runs,
+#: divided by the same range of a standard normal (so it equals the standard deviation for
+#: normal data and grows with heavy tails).
+TAIL_QUANTILE = 0.05
+_NORMAL_QUANTILE = 1.6448536269514722  # standard normal 95th percentile
 
 #: Smallest scale per statistic (its units): below this, differences are rounding, not behaviour.
 SCALE_FLOORS = {
@@ -150,6 +159,8 @@ class Baseline:
     shapes: tuple[int, int] = (0, 0)  # (L, H)
     n_calibration: int = 0
     description: str = ""
+    #: per statistic, its typical largest |z| on the fitting runs (z is divided by it)
+    normaliser: dict[str, float] = field(default_factory=dict)
 
     # ---------------------------------------------------------------------- fitting
     @classmethod
@@ -178,12 +189,24 @@ class Baseline:
             with np.errstate(invalid="ignore"), _quiet():
                 med = np.nanmedian(stack, axis=0)
                 mad = np.nanmedian(np.abs(stack - med), axis=0) * 1.4826
+                lo, hi = np.nanquantile(stack, [TAIL_QUANTILE, 1 - TAIL_QUANTILE], axis=0)
+            # the larger of the MAD and the spread of the tails: a cell whose normal runs have a
+            # heavy tail (the basin of short prompts) gets a scale that says so
+            tails = (hi - lo) / (2 * _NORMAL_QUANTILE)
             center[name] = med
-            scale[name] = np.maximum(np.nan_to_num(mad, nan=0.0), SCALE_FLOORS[name])
+            scale[name] = np.maximum(np.maximum(np.nan_to_num(mad, nan=0.0), np.nan_to_num(tails, nan=0.0)),
+                                     SCALE_FLOORS[name])
         first = traces[0]
         base = cls(fingerprint=str(first.meta.get("model_fingerprint", "")), model_name=str(first.meta.get("model_name", "")),
                    n_traces=len(traces), center=center, scale=scale, thresholds={}, shapes=next(iter(shapes)),
                    n_calibration=len(cal), description=description)
+        maxima = {name: [] for name in center}  # each statistic's largest |z| on the fitting runs
+        for c in cells:
+            for name, z in base._raw_z(c).items():
+                finite = np.abs(z[np.isfinite(z)])
+                if finite.size:
+                    maxima[name].append(float(finite.max()))
+        base.normaliser = {name: 1.0 for name in maxima}  # cells are on one scale already (tail-aware scales)
         scores = np.sort([base._score(trace_cells(t))[1] for t in cal])
         for a in alphas:
             k = math.ceil((len(scores) + 1) * (1 - float(a)))
@@ -193,9 +216,9 @@ class Baseline:
         return base
 
     # -------------------------------------------------------------------- comparing
-    def _score(self, cells: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+    def _raw_z(self, cells: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Robust z-scores (value - median) / scale per cell, as arrays (0-d for run statistics)."""
         z = {}
-        worst = 0.0
         for name, value in cells.items():
             if name not in self.center:
                 continue
@@ -203,9 +226,15 @@ class Baseline:
             if np.shape(value) != np.shape(c):
                 raise ValueError(f"{name}: trace shape {np.shape(value)} vs baseline {np.shape(c)}")
             with np.errstate(invalid="ignore"):
-                zz = (np.asarray(value, dtype=np.float64) - c) / s
-            z[name] = zz
-            finite = np.abs(zz[np.isfinite(zz)]) if np.ndim(zz) else (np.abs([zz]) if np.isfinite(zz) else np.zeros(0))
+                z[name] = np.atleast_1d((np.asarray(value, dtype=np.float64) - c) / s).reshape(np.shape(c) or (1,))
+        return z
+
+    def _score(self, cells: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+        """Normalised z per cell and the run's statistic S (their largest magnitude)."""
+        z = {name: zz / self.normaliser.get(name, 1.0) for name, zz in self._raw_z(cells).items()}
+        worst = 0.0
+        for zz in z.values():
+            finite = np.abs(zz[np.isfinite(zz)])
             if finite.size:
                 worst = max(worst, float(finite.max()))
         return z, worst
@@ -254,6 +283,7 @@ class Baseline:
             "thresholds": {str(a): t for a, t in self.thresholds.items()},
             "center": {k: arr(v) for k, v in self.center.items()}, "scale": {k: arr(v) for k, v in self.scale.items()},
             "step_quantiles": {k: arr(v) for k, v in self.step_quantiles.items()},
+            "normaliser": self.normaliser,
         }
 
     @classmethod
@@ -270,22 +300,13 @@ class Baseline:
                    thresholds={float(a): float(t) for a, t in d["thresholds"].items()},
                    step_quantiles={k: arr(v) for k, v in d.get("step_quantiles", {}).items()},
                    shapes=tuple(d["shapes"]), n_calibration=int(d.get("n_calibration", 0)),
-                   description=d.get("description", ""))
+                   description=d.get("description", ""), normaliser={k: float(v) for k, v in d.get("normaliser", {}).items()})
 
     def save(self, path: str | PathLike[str]) -> None:
-        """Write as JSON, atomically (a temporary file renamed over the target)."""
-        import os
-        import tempfile
+        """Write as JSON, atomically."""
+        from ..trace.storage import write_text_atomic
 
-        target = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.to_dict(), fh)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(Path(path), json.dumps(self.to_dict()))
 
     @classmethod
     def load(cls, path: str | PathLike[str]) -> "Baseline":

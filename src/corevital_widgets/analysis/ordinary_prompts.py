@@ -1,9 +1,9 @@
 """Ordinary prompts: what a model's normal is fitted on when the user gives none, and a
 separately written set to evaluate a baseline's false-alarm rate on.
 
-``FIT_PROMPTS`` (200): 40 everyday topics x 4 question forms (explain, list facts, how does it
-work, why does it matter) asked as chat questions, plus 40 plain-text story and essay openings
-to continue. ``EVALUATION_PROMPTS`` (60): written apart from those — other wordings and other
+``FIT_PROMPTS`` (300): 40 everyday topics x 4 question forms (explain, list facts, how does it
+work, why does it matter), 70 varied requests (how-to, differences, short poems, tips, what a job
+is, definitions) as chat questions, and 70 plain-text openings of every length to continue. ``EVALUATION_PROMPTS`` (60): written apart from those — other wordings and other
 subjects (how-to requests, comparisons, definitions, advice, short continuations) — so that a
 false-alarm rate measured on them is not measured on the fitting questions. Chat prompts are
 plain user turns; :func:`chat_or_plain` applies the tokenizer's chat template when it has one.
@@ -50,10 +50,45 @@ _OPENINGS = (
     "The first computers were so large that", "At the edge of the forest stood a cabin where",
 )
 
-FIT_PROMPTS: tuple[tuple[str, bool], ...] = tuple(
-    [(form.format(topic), True) for topic in _TOPICS for form in _FORMS] + [(text, False) for text in _OPENINGS]
+_TASKS = ("boil an egg", "tie a tie", "plant tomatoes", "fix a flat bicycle tyre", "write a shopping list",
+          "clean a laptop keyboard", "learn to juggle", "start a vegetable garden", "make a paper aeroplane",
+          "choose a good book", "train a puppy to sit", "keep bread fresh", "plan a picnic", "wash a wool sweater",
+          "study for a history test", "set up a fish tank", "make lemonade", "fold a fitted sheet",
+          "prepare for a marathon", "organise a bookshelf")
+_PAIRS = (("a frog", "a toad"), ("a virus", "a bacterium"), ("a violin", "a viola"), ("a hurricane", "a tornado"),
+          ("baking soda", "baking powder"), ("a moth", "a butterfly"), ("a crocodile", "an alligator"),
+          ("a planet", "a star"), ("a city", "a town"), ("weather", "seasons"))
+_POEMS = ("autumn leaves", "a quiet morning", "the city at night", "an old dog", "the first snow", "a lighthouse",
+          "a train journey", "a summer storm", "the stars", "a kitchen garden")
+_TIPS = ("public speaking", "keeping a diary", "learning to swim", "saving energy at home", "making new friends",
+         "running a bake sale", "drawing faces", "taking better photos", "staying calm before an exam",
+         "packing a suitcase")
+_JOBS = ("an architect", "a pharmacist", "a beekeeper", "a librarian", "an electrician", "a park ranger",
+         "a translator", "a baker", "a pilot", "a marine biologist")
+_WORDS = ("gravity", "democracy", "friction", "a metaphor", "an ecosystem", "inflation", "a symphony", "erosion",
+          "a constellation", "a glacier")
+_SHORT = ("The cat", "It was late.", "Tomorrow we will", "The soup smelled of", "Nobody expected the",
+          "In the garden,", "The letter said:", "After lunch, the", "He smiled and", "Rain again,",
+          "The robot said", "Our teacher told us that", "Once, long ago,", "The river", "On Monday morning",
+          "The best thing about summer is", "She wrote:", "The map showed", "Under the bridge", "At midnight the",
+          "My brother likes", "The orchestra began", "Snow covered the", "The shopkeeper", "Far away, a",
+          "The kitten chased", "When I grow up, I want to", "The bus was late, so", "Grandpa's old radio",
+          "The island had no")
+_VARIED: tuple[tuple[str, bool], ...] = tuple(
+    [(f"How do I {t}?", True) for t in _TASKS]
+    + [(f"What is the difference between {a} and {b}?", True) for a, b in _PAIRS]
+    + [(f"Write a short poem about {t}.", True) for t in _POEMS]
+    + [(f"Give me three tips for {t}.", True) for t in _TIPS]
+    + [(f"What does {j} do?", True) for j in _JOBS]
+    + [(f"Define {w}.", True) for w in _WORDS]
+    + [(t, False) for t in _SHORT]
 )
-"""(text, is_chat) pairs: 160 chat questions and 40 plain-text continuations."""
+_QUESTIONS = tuple((form.format(topic), True) for topic in _TOPICS for form in _FORMS)
+
+FIT_PROMPTS: tuple[tuple[str, bool], ...] = _QUESTIONS[:120] + _VARIED + _QUESTIONS[120:] + tuple((t, False) for t in _OPENINGS)
+"""(text, is_chat) pairs, 300: 160 topic questions in four forms, 70 varied requests (how-to,
+differences, short poems, tips, jobs, definitions), 30 short and 40 longer plain-text openings.
+The first 220 (the default of ``fit_baseline``) cover every form."""
 
 EVALUATION_PROMPTS: tuple[tuple[str, bool], ...] = (
     ("How do I make a cup of green tea?", True),

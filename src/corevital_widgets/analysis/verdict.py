@@ -122,7 +122,7 @@ def _first_step(trace: "Trace", stat: str, layer: int, heads: list[int], base: B
         return None
     series = (trace.heads.entropy if stat == "step_entropy" else trace.heads.concentration)[:, layer, heads].astype(np.float64)
     with np.errstate(invalid="ignore"):
-        z = (series - base.center[stat][layer, heads]) / base.scale[stat][layer, heads]
+        z = (series - base.center[stat][layer, heads]) / base.scale[stat][layer, heads] / base.normaliser.get(stat, 1.0)
         hits = np.argwhere(np.abs(z) > threshold)
     return int(hits[0, 0]) if len(hits) else None
 
@@ -141,13 +141,13 @@ def layer_blame(trace: "Trace", base: Baseline, dev: Deviation) -> list[LayerBla
             hits.sort(key=lambda h: -abs(h[1]))
             idx, z = hits[0]
             heads = [h[0][1] for h in hits] if stat in HEAD_STATS else []
-            value = float(dev.values[stat][idx]) if idx else float(dev.values[stat])
-            normal = float(base.center[stat][idx]) if idx else float(base.center[stat])
-            scale = float(base.scale[stat][idx]) if idx else float(base.scale[stat])
+            pick = idx if np.ndim(base.center[stat]) else ()
+            value, normal, scale = (float(np.asarray(a)[pick]) for a in (dev.values[stat], base.center[stat], base.scale[stat]))
             first = _first_step(trace, stat, layer, heads, base, dev.threshold) if layer is not None else None
-            reasons.append(Reason(stat, heads, z, value, normal, scale, first))
-        reasons.sort(key=lambda r: -abs(r.z))
-        out.append(LayerBlame(layer, max(abs(r.z) for r in reasons) / dev.threshold, reasons))
+            severity = abs(z) / dev.threshold  # z here is in the baseline's normalised units
+            reasons.append((severity, Reason(stat, heads, (value - normal) / scale, value, normal, scale, first)))
+        reasons.sort(key=lambda r: -r[0])
+        out.append(LayerBlame(layer, reasons[0][0], [r for _, r in reasons]))
     return sorted(out, key=lambda b: -b.severity)
 
 
@@ -202,7 +202,11 @@ def assess(trace: "Trace", baseline: Baseline | None | str = "auto", alpha: floa
     common = dict(baseline=base_words, alpha=alpha if baseline is not None else None,
                   score=None if dev is None else dev.score, threshold=None if dev is None else dev.threshold, blame=blame)
     if red:
-        sentence = "Numbers went wrong: " + "; ".join(red) + "."
+        numeric = [r for r in red if not r.startswith("a repetition loop")]
+        loop = [r for r in red if r.startswith("a repetition loop")]
+        parts = ([f"Numbers went wrong: {'; '.join(numeric)}"] if numeric else []) + \
+                ([f"Stuck in {loop[0]}"] if loop else [])
+        sentence = ". ".join(parts) + "."
         return Verdict("red", sentence, " ".join(s for s in (sentence, uncertainty) if s), reasons=red, **common)
     if baseline is None:
         facts = _structural_facts(trace)

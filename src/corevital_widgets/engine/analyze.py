@@ -17,7 +17,7 @@ from .attention import ACTIVE_COLLECTOR, tapped_attention
 from .collector import DEFAULT_MAX_SPARSE_BYTES, CollectedArrays, Collector
 from .prompt_attention import DEFAULT_TILE_BYTES
 from .loading import resolve_model, resolve_tokenizer
-from .fingerprint import model_fingerprint
+from ..trace.fingerprint import model_fingerprint
 from .model_state import preserved_model_state
 from .structure import ModelStructure, execution_device, inspect_model
 

@@ -142,23 +142,34 @@ def _file_mode(target: Path) -> int:
     return 0o666 & ~umask
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder (the target's permissions),
+    fsync and rename: a crash leaves the old file or the new one, never a torn one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    try:
+        os.chmod(tmp, _file_mode(path))
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """:func:`write_bytes_atomic` of UTF-8 text."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
 def save_trace(trace: "Trace", path: str | PathLike[str]) -> int:
     """Write atomically: temp file in the same folder, fsync, rename. Returns bytes written."""
     data = trace_to_bytes(trace)  # fails before any file is touched
     target = Path(path)
     if target.is_dir():
         raise IsADirectoryError(f"{target} is a directory; pass a file path such as {target / 'trace.cvtrace'}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent if str(target.parent) else ".")
-    try:
-        os.chmod(tmp, _file_mode(target))
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(target, data)
     return len(data)
 
 

@@ -50,7 +50,8 @@ class Trace:
         self.generated_tokens = [str(t) for t in self.generated_tokens]
         self.top_k_tokens = [[str(t) for t in row] for row in self.top_k_tokens]
         if self.health is None:
-            self.health = compute_health(self.timeline, self.layers, self.attention, self.thresholds)
+            self.health = compute_health(self.timeline, self.layers, self.attention, self.thresholds, self.generated_ids,
+                                         self.n_prompt)
 
     # ------------------------------------------------------------------ dimensions
     @property
@@ -110,7 +111,7 @@ class Trace:
 
     def with_thresholds(self, thresholds: Thresholds) -> Health:
         """Re-evaluate the health flags under other thresholds (the trace is unchanged)."""
-        return compute_health(self.timeline, self.layers, self.attention, thresholds)
+        return compute_health(self.timeline, self.layers, self.attention, thresholds, self.generated_ids, self.n_prompt)
 
     # ---------------------------------------------------------------- sparse queries
     def attends_to(self, token: int, layer: int | None = None, head: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -153,8 +154,8 @@ class Trace:
         return trace_to_pandas(self, kind)
 
     def features(self) -> dict[str, float]:
-        """Named scalar features of the run (see :mod:`corevital_widgets.trace.features`)."""
-        from .features import trace_features
+        """Named scalar features of the run (see :mod:`corevital_widgets.analysis.features`)."""
+        from ..analysis.features import trace_features  # the one door upward: analysis, lazily
 
         return trace_features(self)
 
@@ -166,10 +167,19 @@ class Trace:
         return trace_chart(self, metric)
 
     def summary(self) -> str:
-        """A readable multi-line report: tokens, per-step metrics, health and where flags fired."""
-        from .summary import trace_summary
+        """A readable multi-line report: the verdict and its narrative, tokens, per-step metrics,
+        health facts and where flags fired, layer blame."""
+        from ..analysis.summary import trace_summary
 
         return trace_summary(self)
+
+    def verdict(self, baseline: Any = "auto", alpha: float = 0.05) -> Any:
+        """Green / yellow / red against the model's own normal, with layer blame and a narrative
+        (see :func:`corevital_widgets.analysis.verdict.assess`; ``baseline="auto"`` finds the
+        shipped or registered baseline of this model by fingerprint)."""
+        from ..analysis.verdict import assess
+
+        return assess(self, baseline, alpha)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Trace):

@@ -47,7 +47,8 @@ class TraceWidget(anywidget.AnyWidget):
 
     ``selection`` (dict): ``step`` (generated step, 0-based), ``token`` (prompt position),
     ``layer`` / ``head`` (None = aggregated over all), ``metric`` (a timeline field such as
-    ``"entropy"``). ``options`` holds view settings (heatmap source/value, edge threshold as a
+    ``"entropy"``). ``options`` holds view settings (heatmap source/value, its colouring ``heat_color``:
+    ``"value"`` or ``"z"`` against the model's baseline, edge threshold as a
     probability, whether incoming edges are drawn). ``risk_model``: the RiskModel whose risk of a
     wrong answer the health badge shows (default: the shipped one for the trace's model, the same
     number ``trace.summary()`` prints).
@@ -69,7 +70,8 @@ class TraceWidget(anywidget.AnyWidget):
     def __init__(self, trace: "Trace | None" = None, *, tokenizer: Any = None, risk_model: Any = None,
                  **kwargs: Any) -> None:
         kwargs.setdefault("selection", {"step": None, "token": None, "layer": None, "head": None, "metric": "entropy"})
-        kwargs.setdefault("options", {"heat_source": "step", "heat_value": "entropy", "threshold": 0.02, "incoming": False})
+        kwargs.setdefault("options", {"heat_source": "step", "heat_value": "entropy", "heat_color": "value", "threshold": 0.02,
+                                      "incoming": False})
         super().__init__(**kwargs)
         self._trace: Trace | None = None
         #: the RiskModel whose risk the badge shows (None: the shipped default for the trace's model)
@@ -212,8 +214,10 @@ class TraceWidget(anywidget.AnyWidget):
 
 
 class HealthBadge(TraceWidget):
-    """Traffic-light verdict with each flag and where it first fired (a click selects that place),
-    and the risk of a wrong answer with its kind (calibrated / uncalibrated heuristic)."""
+    """Traffic-light verdict against the model's own normal (:func:`~corevital_widgets.assess`): its
+    sentence and narrative, the blamed layers (a click selects the layer and its first blamed head),
+    the health flags as facts with where each first fired (a click selects that place), and the risk
+    of a wrong answer with its kind (calibrated / uncalibrated heuristic)."""
 
     view = traitlets.Unicode("badge").tag(sync=True)
 
@@ -227,7 +231,9 @@ class TokenTimeline(TraceWidget):
 
 class HeadHeatmap(TraceWidget):
     """Layers x heads (canvas) for the selected step or the prompt: entropy (bits) or
-    concentration, sink and basin for the prompt; collapsed and focused heads marked. For a trace
+    concentration, sink and basin for the prompt; collapsed and focused heads marked. When the
+    model has a baseline, "vs normal" colours each head by its z-score against it instead (cells
+    past the alarm line outlined). For a trace
     made with ``logit_lens=True`` also the logit lens, layers x steps (entropy in bits, the
     layer's top-1 token on hover)."""
 

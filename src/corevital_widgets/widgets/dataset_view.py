@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import traitlets
 
-from ..risk import risk_kind_label
+from ..analysis.risk import risk_kind_label
 from .components import TraceWidget
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from ..batch import TraceSet
-    from ..risk import RiskModel
+    from ..analysis.risk import RiskModel
     from ..trace.trace import Trace
 
 #: Columns of the table (``table["sort"]`` takes one of these keys).
@@ -172,7 +172,7 @@ class DatasetView(TraceWidget):
         import pandas as pd
 
         from ..batch import TraceSet
-        from ..risk import RiskModel
+        from ..analysis.risk import RiskModel
 
         if isinstance(data, TraceSet):
             if traceset is not None and traceset is not data:
@@ -199,7 +199,8 @@ class DatasetView(TraceWidget):
         else:
             correct = [None] * n
         if risk_model is None and n:
-            risk_model = RiskModel.load_default(_model_name(ts))
+            first = ts[0]
+            risk_model = RiskModel.load_default(first if first.meta.get("model_fingerprint") else _model_name(ts))
         super().__init__(None, tokenizer=tokenizer, risk_model=risk_model, **kwargs)
         self._traceset = ts
         self._tokenizer = tokenizer

@@ -27,10 +27,11 @@ _DATASET_KEYS = ("rows", "columns", "row", "loaded_row", "table", "status")
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
-<style>body {{ margin: 16px; font-family: system-ui, sans-serif; }} h1 {{ font-size: 16px; }}</style>
+<style>body {{ margin: 16px; font-family: system-ui, sans-serif; }} h1 {{ font-size: 16px; }}
+.corevital-verdict p {{ margin: 4px 0; }} .corevital-verdict .corevital-narrative {{ color: #555; }}</style>
 </head><body>
 <h1>{title}</h1>
-<div id="corevital-root"></div>
+<div id="corevital-root">{verdict}</div>
 <script id="corevital-state" type="application/json">{state}</script>
 <script id="corevital-esm" type="text/plain">{esm}</script>
 <script type="module">
@@ -55,7 +56,9 @@ const src = document.getElementById("corevital-esm").textContent;
 const url = URL.createObjectURL(new Blob([src], {{ type: "text/javascript" }}));
 const mod = await import(url);
 const el = document.getElementById("corevital-root");
+const said = document.getElementById("corevital-verdict"); // the text-only verdict, said again by the badge
 (mod.default ?? mod).render({{ model, el }});
+if (said) said.remove();
 document.body.dataset.rendered = "1";
 </script>
 </body></html>
@@ -70,6 +73,21 @@ def _state(widget: TraceWidget) -> dict[str, Any]:
     return out
 
 
+def _verdict_block(widget: TraceWidget) -> str:
+    """The verdict's sentence and narrative as plain page text: what the page says before (or
+    without) its script; the rendered badge then says the same and this block goes."""
+    trace = widget.trace
+    if trace is None:
+        return ""
+    from ..analysis.verdict import assess
+
+    v = assess(trace)
+    rest = v.narrative[len(v.sentence):].strip() if v.narrative.startswith(v.sentence) else v.narrative
+    return (f'<div id="corevital-verdict" class="corevital-verdict" data-verdict="{html.escape(v.color)}"><p>'
+            f'<b>{html.escape(v.color)}</b> · <b class="corevital-sentence">{html.escape(v.sentence)}</b>'
+            + (f' <span class="corevital-narrative">{html.escape(rest)}</span>' if rest else "") + "</p></div>")
+
+
 def _script_safe(text: str) -> str:
     return text.replace("</", "<\\/")
 
@@ -82,6 +100,7 @@ def widget_to_html(widget: TraceWidget, path: str | PathLike[str], title: str | 
         title = f"corevital · {name}"
     page = _PAGE.format(
         title=html.escape(title),
+        verdict=_verdict_block(widget),
         state=_script_safe(json.dumps(_state(widget), separators=(",", ":"))),
         esm=_script_safe(_esm_source()),
     )

@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from ..trace.groups import TIMELINE_METRICS
-from ..risk import trace_risk
+from ..analysis.registry import find_baseline
+from ..analysis.risk import trace_risk
+from ..analysis.verdict import assess
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..trace.trace import Trace
@@ -134,6 +136,17 @@ def _finite_or_none(x: Any) -> Any:
     return x
 
 
+def _json_safe(x: Any) -> Any:
+    """``x`` with every non-finite float (nested in dicts / lists) replaced by None."""
+    if isinstance(x, Mapping):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    return _finite_or_none(x)
+
+
 # ------------------------------------------------------------------------ trace payloads
 #: Which array groups each view needs (the dashboard, and the dataset view's dashboard, need them all).
 VIEW_PARTS: dict[str, tuple[str, ...]] = {
@@ -152,10 +165,23 @@ def has_lens(trace: "Trace") -> bool:
     return e.ndim == 2 and e.size > 0 and e.shape == trace.layers.lens_top1.shape
 
 
-def trace_meta(trace: "Trace", risk: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The small JSON part of a payload: sizes, model, thresholds, health with where flags fired,
-    whether the logit lens is present and (``risk``, see :func:`trace_risk`) the risk of a wrong answer."""
+#: The per-(layer, head) z-scores against the model's baseline the heatmap's "vs normal" mode
+#: shows: payload array name -> statistic of :class:`~corevital_widgets.analysis.baseline.Deviation`.
+Z_ARRAYS = {
+    "z_step_entropy": "step_entropy", "z_step_concentration": "step_concentration",
+    "z_prompt_entropy": "prompt_entropy", "z_prompt_concentration": "prompt_concentration",
+}
+
+
+def trace_meta(trace: "Trace", risk: dict[str, Any] | None = None, verdict: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The small JSON part of a payload: sizes, model, thresholds, the verdict (``verdict``:
+    ``assess(trace).to_dict()``, computed when not given) and the health facts with where flags
+    fired, whether the logit lens is present and (``risk``, see :func:`trace_risk`) the risk of a
+    wrong answer. ``health.verdict`` is the old absolute-rules colour, kept for old readers; the
+    badge's colour is ``verdict.color``."""
     t = trace.thresholds
+    if verdict is None:
+        verdict = assess(trace).to_dict()
     return {
         "model_name": str(trace.meta.get("model_name", "")),
         "n_prompt": trace.n_prompt, "n_steps": trace.n_steps,
@@ -167,6 +193,7 @@ def trace_meta(trace: "Trace", risk: dict[str, Any] | None = None) -> dict[str, 
             "high_entropy_bits": t.high_entropy_bits,
             "basin_ignores_middle": t.basin_ignores_middle,
         },
+        "verdict": _json_safe(verdict),
         "health": {k: _finite_or_none(v) for k, v in trace.health.to_dict().items()},
         "fired": list(trace.health.fired),
         "metrics": {k: {"label": lab, "unit": unit} for k, (lab, unit) in TIMELINE_METRICS.items()},
@@ -260,11 +287,22 @@ def trace_payload(trace: "Trace", view: str = "dashboard", tokenizer: Any = None
         lens_ids, lens_text = lens_token_strings(trace, tokenizer)
         arrays["lens_top1_ids"] = lens_ids
         arrays["lens_top1_text"] = lens_text
+    baseline = find_baseline(trace)
+    verdict = assess(trace, baseline).to_dict()
+    extra: dict[str, Any] = {}
+    if "heads" in parts and baseline is not None:
+        dev = baseline.deviation(trace, verdict["alpha"])
+        shape = (trace.n_layers, trace.n_heads)
+        for name, stat in Z_ARRAYS.items():
+            z = dev.z.get(stat)
+            arrays[name] = (np.asarray(z, dtype=np.float32) if z is not None and np.shape(z) == shape
+                            else np.full(shape, np.nan, dtype=np.float32))
+        extra["z_threshold"] = _finite_or_none(float(dev.threshold))
     risk = None
     if "risk" in parts:
         found = trace_risk(trace, risk_model)
         risk = None if found is None else found.to_dict()
-    return encode_arrays(arrays, trace_meta(trace, risk))
+    return encode_arrays(arrays, {**trace_meta(trace, risk, verdict), **extra})
 
 
 def edges_payload(trace: "Trace", token: int, layer: int | None, head: int | None, incoming: bool = True) -> bytes:

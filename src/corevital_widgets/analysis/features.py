@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .trace import Trace
+    from ..trace.trace import Trace
 
 #: Every feature name :func:`trace_features` returns, in order (lens features only when recorded).
 FEATURE_NAMES: tuple[str, ...] = (

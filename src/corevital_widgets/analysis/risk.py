@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from .trace.features import FEATURE_NAMES, trace_features
+from .features import FEATURE_NAMES, trace_features
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from .trace.trace import Trace
+    from ..trace.trace import Trace
 
 ECE_BINS = 15
 #: Inverse regularisation strengths ``RiskModel(C="auto")`` chooses from (log-spaced).
@@ -37,12 +37,42 @@ AUTO_C_FOLDS = 5
 #: Features the default RiskModel uses: defined on every trace made with prompt telemetry
 #: (repetition similarity is NaN for T <= 3 and logit-lens features are optional, so left out).
 DEFAULT_RISK_FEATURES: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n != "repetition_similarity_max")
-DEFAULT_MODEL_FILE = Path(__file__).parent / "data" / "risk_smollm2.json"
+DEFAULT_MODEL_FILE = Path(__file__).resolve().parents[1] / "data" / "risk_smollm2.json"
 DEFAULT_MODEL_NAMES = ("SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct")
 _FORMAT = "corevital-risk-model"
 
 
 # ---------------------------------------------------------------------------- input checks
+def _fingerprint_of(model: Any) -> str | None:
+    """The content fingerprint of a Trace (recorded), a model object, or a fingerprint string."""
+    import re
+
+    from ..trace.fingerprint import model_fingerprint, trace_fingerprint
+
+    if isinstance(model, str):
+        return model if re.fullmatch(r"[0-9a-f]{16}", model) else None
+    if hasattr(model, "meta") and hasattr(model, "timeline"):
+        return trace_fingerprint(model)
+    if hasattr(model, "config") and hasattr(model, "get_input_embeddings"):
+        return model_fingerprint(model)
+    return None
+
+
+def _shipped_risk_files() -> dict[str, Path]:
+    """fingerprint -> shipped RiskModel JSON (``data/risk_*.json``)."""
+    out = {}
+    for path in sorted(DEFAULT_MODEL_FILE.parent.glob("risk_*.json")):
+        fp = json.loads(path.read_text(encoding="utf-8")).get("meta", {}).get("fingerprint")
+        if fp:
+            out[fp] = path
+    return out
+
+
+def _is_traceset(x: Any) -> bool:
+    """A :class:`~corevital_widgets.TraceSet` (duck-typed: analysis does not import batch)."""
+    return hasattr(x, "to_pandas") and hasattr(x, "paths") and hasattr(x, "__iter__")
+
+
 def _as_labels(labels: Any, n: int | None = None) -> np.ndarray:
     y = np.asarray(labels)
     if y.ndim != 1:
@@ -243,7 +273,7 @@ def heuristic_risk(trace: "Trace") -> float:
     + 0.20·[any collapsed head] + 0.15·(mean prompt layer transformation / 2, 0 without telemetry)
     + 0.10·[NaN or Inf] + 0.05·[repetition loop]. H̄: mean step entropy (bits); V: vocabulary size.
     """
-    from .trace.trace import Trace
+    from ..trace.trace import Trace
 
     if not isinstance(trace, Trace):
         raise TypeError(f"heuristic_risk needs a Trace, got {type(trace).__name__}")
@@ -308,12 +338,11 @@ class RiskModel:
     def _matrix(self, x: Any) -> np.ndarray:
         import pandas as pd
 
-        from .batch import TraceSet
-        from .trace.trace import Trace
+        from ..trace.trace import Trace
 
         if isinstance(x, Trace):
             x = pd.DataFrame([trace_features(x)])
-        elif isinstance(x, TraceSet):
+        elif _is_traceset(x):
             x = x.to_pandas()
         elif isinstance(x, Mapping):
             x = pd.DataFrame([x])
@@ -361,15 +390,13 @@ class RiskModel:
 
     def predict_proba(self, x: Any) -> Any:
         """P(label 1): a float for one Trace or dict, an array for a TraceSet or DataFrame."""
-        from .trace.trace import Trace
+        from ..trace.trace import Trace
 
         single = isinstance(x, (Trace, Mapping))
         if self.kind == "heuristic":
-            from .batch import TraceSet
-
             if isinstance(x, Trace):
                 return heuristic_risk(x)
-            if isinstance(x, TraceSet):
+            if _is_traceset(x):
                 return np.array([heuristic_risk(t) for t in x])
             raise TypeError("the heuristic risk needs Traces (its health flags); pass a Trace or TraceSet")
         if self.coef_ is None:
@@ -433,9 +460,9 @@ class RiskModel:
 
     def save(self, path: str | PathLike[str]) -> None:
         """Write :meth:`to_json` to ``path`` atomically."""
-        from .batch import _write_text_atomic
+        from ..trace.storage import write_text_atomic
 
-        _write_text_atomic(Path(path), self.to_json())
+        write_text_atomic(Path(path), self.to_json())
 
     @classmethod
     def load(cls, path: str | PathLike[str]) -> "RiskModel":
@@ -443,12 +470,20 @@ class RiskModel:
 
     @classmethod
     def load_default(cls, model: Any) -> "RiskModel":
-        """Shipped coefficients for SmolLM2-135M-Instruct; for any other model the uncalibrated
-        heuristic, with a warning. ``model`` is a model object or its name."""
-        name = model if isinstance(model, str) else str(getattr(getattr(model, "config", None), "name_or_path", "") or "")
-        if name in DEFAULT_MODEL_NAMES and DEFAULT_MODEL_FILE.is_file():
+        """The shipped coefficients for this model, matched by content (the model fingerprint:
+        shape + a sample of the weights), never by name: SmolLM2 loaded any way gets them. For any
+        other model the uncalibrated heuristic, with a warning. ``model``: a Trace (its recorded
+        fingerprint), a model object, or a fingerprint string. (A name string is accepted for
+        traces made before fingerprints were recorded.)"""
+        fp = _fingerprint_of(model)
+        shipped = _shipped_risk_files()
+        if fp is not None and fp in shipped:
+            return cls.load(shipped[fp])
+        if fp is None and isinstance(model, str) and model in DEFAULT_MODEL_NAMES and DEFAULT_MODEL_FILE.is_file():
             return cls.load(DEFAULT_MODEL_FILE)
-        warnings.warn(f"no fitted risk coefficients ship for {name or type(model).__name__!r}; using the uncalibrated "
+        name = getattr(getattr(model, "meta", None), "get", lambda *_: None)("model_name") or (
+            model if isinstance(model, str) else type(model).__name__)
+        warnings.warn(f"no fitted risk coefficients ship for {name!r} (fingerprint {fp}); using the uncalibrated "
                       "heuristic_risk (fit a RiskModel on labelled traces of your model for probabilities)", UserWarning, stacklevel=2)
         return cls(kind="heuristic")
 
@@ -503,12 +538,19 @@ class TraceRisk:
             return "uncalibrated heuristic score"
         if self.outside:
             names = ", ".join(self.outside[:3]) + (f" and {len(self.outside) - 3} more" if len(self.outside) > 3 else "")
-            return f"probability of a wrong answer, extrapolated: {names} outside the range it was calibrated on"
+            return (f"no probability shown: this run's {names} {'is' if len(self.outside) == 1 else 'are'} outside the range "
+                    "the risk model was calibrated on, where its number cannot be trusted; fit corevital.RiskModel on "
+                    "your own labelled answers for runs like this")
         return "calibrated probability of a wrong answer"
 
+    @property
+    def shown(self) -> float | None:
+        """The value to print: None when it would be an extrapolated probability."""
+        return None if (self.calibrated and self.outside) else self.value
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (what the widget payload carries)."""
-        return {"value": self.value, "kind": self.kind, "label": self.label, "description": self.description,
+        """JSON-able form (what the widget payload carries); ``value`` is None when extrapolated."""
+        return {"value": self.shown, "kind": self.kind, "label": self.label, "description": self.description,
                 "outside": list(self.outside)}
 
 
@@ -519,7 +561,8 @@ def trace_risk(trace: "Trace", risk_model: Any = None) -> TraceRisk | None:
     if risk_model is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            risk_model = RiskModel.load_default(str(trace.meta.get("model_name", "")))
+            risk_model = RiskModel.load_default(trace if trace.meta.get("model_fingerprint")
+                                                else str(trace.meta.get("model_name", "")))
     try:
         value = float(risk_model.predict_proba(trace))
     except ValueError:

@@ -6,10 +6,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .trace import Trace
+from .verdict import assess
 
-_VERDICT_WORDS = {"green": "GREEN (healthy)", "yellow": "YELLOW (look closer)", "red": "RED (numbers went wrong)"}
+if TYPE_CHECKING:  # pragma: no cover
+    from ..trace.trace import Trace
+
+_VERDICT_WORDS = {"green": "GREEN (nothing unusual)", "yellow": "YELLOW (unusual for this model)",
+                  "red": "RED (numbers went wrong)"}
 
 
 def _piece(text: str, width: int = 14) -> str:
@@ -26,10 +29,12 @@ def _fmt_bytes(n: int) -> str:
 
 
 def _risk_line(trace: "Trace") -> str:
-    from ..risk import trace_risk  # the risk model sits above the trace layer: imported on use
+    from .risk import trace_risk
 
     risk = trace_risk(trace)
-    return "" if risk is None else f"risk: {risk.value:.2f} ({risk.description})"
+    if risk is None:
+        return ""
+    return f"risk: {risk.description}" if risk.shown is None else f"risk: {risk.value:.2f} ({risk.description})"
 
 
 def trace_summary(trace: "Trace", max_steps: int = 64) -> str:
@@ -59,10 +64,16 @@ def trace_summary(trace: "Trace", max_steps: int = 64) -> str:
             f"perplexity of the sequence {2 ** np.nanmean(tl.surprisal):.2f}"
         )
     h = trace.health
-    lines += ["", f"health: {_VERDICT_WORDS[h.verdict]}"]
+    v = assess(trace)
+    lines += ["", f"verdict: {_VERDICT_WORDS[v.color]}", f"  {v.narrative}"]
+    if v.baseline:
+        lines.append(f"  (vs the {v.baseline}; a healthy run alarms with probability {100 * (v.alpha or 0):g}%)")
+    for blame in v.blame[:5]:
+        lines.append(f"  blame: {blame.text()}")
     risk_line = _risk_line(trace)
     if risk_line:
         lines.append(risk_line)
+    lines.append("health facts (the absolute rules):")
     for name in ("nan_detected", "inf_detected", "attention_collapse_detected", "high_entropy_steps",
                  "repetition_loop_detected", "mid_layer_anomaly_detected"):
         value = getattr(h, name)
