@@ -4,6 +4,7 @@ Written separately from the engine's torch code on purpose: tests compare the tw
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,12 +32,26 @@ class Forward:
     step_pos: np.ndarray  # [T] decoder position of each generation step
 
 
+@contextmanager
+def eager_attention(model):
+    """The model in eager attention for the body (every sub-config, also for models that refuse a
+    dynamic switch, such as falcon), restored after."""
+    before = {id(c): (c, c._attn_implementation_internal) for m in model.modules()
+              if hasattr(c := getattr(m, "config", None), "_attn_implementation_internal")}
+    model.set_attn_implementation("eager")
+    for c, _ in before.values():
+        c._attn_implementation_internal = "eager"
+    try:
+        yield
+    finally:
+        for c, impl in before.values():
+            c._attn_implementation_internal = impl
+
+
 def teacher_forced(model, prompt_ids: np.ndarray, gen_ids: np.ndarray) -> Forward:
     """One plain forward over prompt + generated tokens with eager attention (restored after)."""
-    before = model.config._attn_implementation
-    model.set_attn_implementation("eager")
     dev = model.get_input_embeddings().weight.device
-    try:
+    with eager_attention(model):
         with torch.no_grad():
             if model.config.is_encoder_decoder:
                 start = model.config.decoder_start_token_id
@@ -57,8 +72,6 @@ def teacher_forced(model, prompt_ids: np.ndarray, gen_ids: np.ndarray) -> Forwar
                 p = len(prompt_ids)
                 p_hidden, p_attn = hidden[:, :p], attn[:, :, :p, :p]
                 pos = np.arange(len(gen_ids)) + p - 1
-    finally:
-        model.set_attn_implementation(before)
     return Forward(out.logits[0].double().cpu().numpy(), hidden, attn, p_hidden, p_attn, pos)
 
 

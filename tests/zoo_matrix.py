@@ -113,13 +113,8 @@ def _spread(hidden: np.ndarray, n_layers: int, layers: list[int]) -> np.ndarray:
 def reference_forward(model, prompt_ids: np.ndarray, gen_ids: np.ndarray, layers: list[int],
                       prompt_layers: list[int], n_layers: int | None = None) -> ref.Forward:
     """The eager teacher-forced forward, hybrid-aware (see :func:`tests.reference.teacher_forced`)."""
-    before = {id(c): (c, c._attn_implementation_internal) for m in model.modules()
-              if hasattr(c := getattr(m, "config", None), "_attn_implementation_internal")}
-    model.set_attn_implementation("eager")
-    for c, _ in before.values():  # models that refuse a dynamic switch (falcon): set it on every config
-        c._attn_implementation_internal = "eager"
     dev = model.get_input_embeddings().weight.device
-    try:
+    with ref.eager_attention(model):
         with torch.no_grad():
             if model.config.is_encoder_decoder:
                 start = model.config.decoder_start_token_id
@@ -161,9 +156,6 @@ def reference_forward(model, prompt_ids: np.ndarray, gen_ids: np.ndarray, layers
                 logits = out.logits[0].double().cpu().numpy()
                 logits[: p - 1] = pre.logits[0, : p - 1].double().cpu().numpy()
                 return ref.Forward(logits, hidden, attn, p_hidden, p_attn, pos)
-    finally:
-        for c, impl in before.values():
-            c._attn_implementation_internal = impl
     return ref.Forward(out.logits[0].double().cpu().numpy(), hidden, attn, p_hidden, p_attn, pos)
 
 
@@ -172,20 +164,14 @@ def generate_reference(model, prompt_ids: np.ndarray, n_steps: int, layers: list
     tokens (an indexer's top-k keys depend on the sequence length): the eager ``generate`` of
     transformers with ``output_attentions``/``output_hidden_states``, step by step — the same
     computation the trace describes, recorded by transformers itself."""
-    before = {id(c): (c, c._attn_implementation_internal) for m in model.modules()
-              if hasattr(c := getattr(m, "config", None), "_attn_implementation_internal")}
-    model.set_attn_implementation("eager")
     dev = model.get_input_embeddings().weight.device
-    try:
+    with ref.eager_attention(model):
         ids = torch.tensor(prompt_ids, device=dev)[None]
         with torch.no_grad():
             g = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_steps, min_new_tokens=n_steps,
                                do_sample=False, num_beams=1, pad_token_id=0, output_logits=True, output_attentions=True,
                                output_hidden_states=True, return_dict_in_generate=True)
             prefill_logits = model(ids, **_positions(model, ids.shape[1], dev)).logits[0].double().cpu().numpy()
-    finally:
-        for c, impl in before.values():
-            c._attn_implementation_internal = impl
     p, size = len(prompt_ids), len(prompt_ids) + n_steps - 1
     n_layers = len(g.hidden_states[0]) - 1
     hidden = np.zeros((n_layers + 1, size, g.hidden_states[0][0].shape[-1]))

@@ -1,5 +1,7 @@
 /** Test helpers: a payload encoder (the layout of payload.py) and an in-memory anywidget model. */
 import type { AnyModel } from "@anywidget/types";
+import { render } from "../src/index";
+import { DEFAULT_OPTIONS } from "../src/store";
 
 type Num = { dtype: "f4" | "i4" | "f2" | "u1"; shape: number[]; values: number[] };
 
@@ -150,4 +152,17 @@ export function noAttentionEdges(token: number, layer: number, head: number | nu
     in_queries: { dtype: "i4", shape: [0], values: [] },
     in_weights: f4([0], []),
   });
+}
+
+/** Render a view of ``data`` into a new element of the document, with a fake model (shared by the view tests). */
+export function mountView(view: string, data: Uint8Array, extra: Record<string, any> = {}) {
+  const model = fakeModel({
+    view, data: new DataView(data.buffer, data.byteOffset, data.byteLength), edges: new DataView(new ArrayBuffer(0)),
+    selection: { step: 0, token: null, layer: null, head: null, metric: "entropy" },
+    options: { ...DEFAULT_OPTIONS }, progress: { step: 3, total: 3, done: true }, live_tokens: [], ...extra,
+  });
+  const el = document.createElement("div");
+  document.body.append(el);
+  render({ model, el });
+  return { model, el };
 }

@@ -1,23 +1,14 @@
 /** Hybrid stacks (Jamba, Qwen3-Next, LFM2…): layers without softmax attention read "no attention". */
 import { beforeEach, describe, expect, it } from "vitest";
 import { heatData, heatLayout, heatTip, NO_ATTENTION } from "../src/components/heatmap";
-import { render } from "../src/index";
 import { decodePayload, noAttentionLayers } from "../src/payload";
 import { DEFAULT_OPTIONS } from "../src/store";
-import { edgesPayload, fakeModel, hybridPayload, noAttentionEdges, samplePayload } from "./helpers";
+import { edgesPayload, hybridPayload, mountView, noAttentionEdges, samplePayload } from "./helpers";
 
 const dv = (u: Uint8Array) => new DataView(u.buffer, u.byteOffset, u.byteLength);
 
 function mount(view: string, extra: Record<string, any> = {}) {
-  const model = fakeModel({
-    view, data: dv(hybridPayload()), edges: new DataView(new ArrayBuffer(0)),
-    selection: { step: 0, token: null, layer: null, head: null, metric: "entropy" },
-    options: { ...DEFAULT_OPTIONS }, progress: { step: 3, total: 3, done: true }, live_tokens: [], ...extra,
-  });
-  const el = document.createElement("div");
-  document.body.append(el);
-  render({ model, el });
-  return { model, el };
+  return mountView(view, hybridPayload(), extra);
 }
 
 /** Hover or click the heatmap canvas at layout coordinates (the canvas sits at 0, 0 here). */

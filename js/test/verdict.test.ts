@@ -1,13 +1,11 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { blameTarget, blameText, lightTitle, verdictInfo } from "../src/components/badge";
 import { hasZ, zData, zLegend } from "../src/components/heatmap";
-import { render } from "../src/index";
 import { decodePayload } from "../src/payload";
 import { RAMP_DIVERGE, css, zColor } from "../src/scales";
 import { DEFAULT_OPTIONS } from "../src/store";
-import { f4, fakeModel, samplePayload } from "./helpers";
+import { f4, mountView, samplePayload } from "./helpers";
 
-const dv = (u: Uint8Array) => new DataView(u.buffer, u.byteOffset, u.byteLength);
 
 const reason = (statistic: string, heads: number[], z: number, value: number, normal: number, scale: number, first_step: number | null, text: string) =>
   ({ statistic, heads, z, value, normal, scale, first_step, text });
@@ -45,17 +43,7 @@ const Z = {
   z_prompt_concentration: f4([2, 3], [0, 0, 0, 0, 0, 0]),
 };
 
-function mount(view: string, data: Uint8Array, extra: Record<string, any> = {}) {
-  const model = fakeModel({
-    view, data: dv(data), edges: new DataView(new ArrayBuffer(0)),
-    selection: { step: 0, token: null, layer: null, head: null, metric: "entropy" },
-    options: { ...DEFAULT_OPTIONS }, progress: { step: 3, total: 3, done: true }, live_tokens: [], ...extra,
-  });
-  const el = document.createElement("div");
-  document.body.append(el);
-  render({ model, el });
-  return { model, el };
-}
+const mount = mountView;
 
 beforeEach(() => { document.body.replaceChildren(); });
 
