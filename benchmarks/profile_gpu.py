@@ -84,14 +84,11 @@ def main() -> None:
     one_ours = fixed_cost(lambda k: corevital.analyze(model, pr, tok, max_new_tokens=k, min_new_tokens=k,
                                                       prompt_telemetry=False))
     print(f"one token (fixed cost per call): generate {one_plain * 1e3:.1f} ms, analyze {one_ours * 1e3:.1f} ms")
-    def ours_fn_only():  # our attention function registered, nothing collected: its own cost
-        from corevital_widgets.engine.attention import register
+    def ours_fn_only():  # the model's attention function tapped, nothing collected: the tap's own cost
+        from corevital_widgets.engine.attention import tapped_attention
 
-        model.set_attn_implementation(register())
-        try:
+        with tapped_attention([layer.self_attn for layer in model.model.layers], "sdpa"):
             plain()
-        finally:
-            model.set_attn_implementation("sdpa")
 
     if args.cprofile:
         import cProfile
@@ -107,7 +104,7 @@ def main() -> None:
             print(f"--- cProfile: {name}")
             pstats.Stats(prof).sort_stats("tottime").print_stats(args.rows)
         return
-    for name, fn in (("sdpa generate", plain), ("registered attention function only", ours_fn_only),
+    for name, fn in (("sdpa generate", plain), ("tapped attention function only", ours_fn_only),
                      ("analyze, no prompt telemetry", ours)):
         fn()
         torch.cuda.synchronize()

@@ -7,19 +7,18 @@ head entropy, concentration, sink and log-basin; per layer the mean log hidden-s
 the mean layer transformation; and the timeline's mean entropy, mean surprisal and mean margin.
 
 A trace's deviation in one cell is a robust z-score, ``(value - median) / scale`` with the
-median and the scale (1.4826 x MAD, floored per statistic so structural heads that never move
-do not turn rounding into alarms) taken over the fitting traces.
+median and the scale taken over the fitting traces. The scale is the larger of 1.4826 x MAD and
+the cell's central 90% range over 3.29 (so a cell whose normal runs have a heavy tail, such as
+the basin of short prompts, says so), floored per statistic so structural heads that never move
+do not turn rounding into alarms.
 
 Thousands of cells are tested at once, so a per-cell threshold would alarm on most healthy
-runs. The alarm is instead one statistic per trace: each statistic's largest |z| over its cells,
-divided by that statistic's typical largest |z| on the fitting runs (its 90th percentile there,
-so that a heavy-tailed statistic such as the basin of short prompts cannot drown the others),
-and the largest of those, ``S``. Its threshold is calibrated on held-out healthy traces (split
-conformal: the fitting traces are split in two; medians, scales and normalisers come from one
-half, the threshold is the ceil((n + 1)(1 - alpha))-th smallest S of the other half). A new
-healthy run of the same kind then alarms with probability at most alpha — the family-wise
-false-alarm rate of the whole run, whatever the number of cells — and close to alpha for
-continuous S. ``Deviation.z`` is in these normalised units (|z| > threshold = unusual).
+runs. The alarm is instead one statistic per trace, ``S = max over cells of |z|``, and its
+threshold is calibrated on held-out healthy traces (split conformal: the fitting traces are
+split in two; the medians and scales come from one half, the threshold is the
+ceil((n + 1)(1 - alpha))-th smallest S of the other half). A new healthy run of the same
+kind then alarms with probability at most alpha — the family-wise false-alarm rate of the
+whole run, whatever the number of cells — and close to alpha for continuous S.
 """
 
 from __future__ import annotations
@@ -159,8 +158,6 @@ class Baseline:
     shapes: tuple[int, int] = (0, 0)  # (L, H)
     n_calibration: int = 0
     description: str = ""
-    #: per statistic, its typical largest |z| on the fitting runs (z is divided by it)
-    normaliser: dict[str, float] = field(default_factory=dict)
 
     # ---------------------------------------------------------------------- fitting
     @classmethod
@@ -200,13 +197,6 @@ class Baseline:
         base = cls(fingerprint=str(first.meta.get("model_fingerprint", "")), model_name=str(first.meta.get("model_name", "")),
                    n_traces=len(traces), center=center, scale=scale, thresholds={}, shapes=next(iter(shapes)),
                    n_calibration=len(cal), description=description)
-        maxima = {name: [] for name in center}  # each statistic's largest |z| on the fitting runs
-        for c in cells:
-            for name, z in base._raw_z(c).items():
-                finite = np.abs(z[np.isfinite(z)])
-                if finite.size:
-                    maxima[name].append(float(finite.max()))
-        base.normaliser = {name: 1.0 for name in maxima}  # cells are on one scale already (tail-aware scales)
         scores = np.sort([base._score(trace_cells(t))[1] for t in cal])
         for a in alphas:
             k = math.ceil((len(scores) + 1) * (1 - float(a)))
@@ -216,8 +206,9 @@ class Baseline:
         return base
 
     # -------------------------------------------------------------------- comparing
-    def _raw_z(self, cells: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Robust z-scores (value - median) / scale per cell, as arrays (0-d for run statistics)."""
+    def _score(self, cells: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+        """Robust z-scores (value - median) / scale per cell (1-element arrays for run
+        statistics), and the run's statistic S, their largest magnitude."""
         z = {}
         for name, value in cells.items():
             if name not in self.center:
@@ -227,11 +218,6 @@ class Baseline:
                 raise ValueError(f"{name}: trace shape {np.shape(value)} vs baseline {np.shape(c)}")
             with np.errstate(invalid="ignore"):
                 z[name] = np.atleast_1d((np.asarray(value, dtype=np.float64) - c) / s).reshape(np.shape(c) or (1,))
-        return z
-
-    def _score(self, cells: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
-        """Normalised z per cell and the run's statistic S (their largest magnitude)."""
-        z = {name: zz / self.normaliser.get(name, 1.0) for name, zz in self._raw_z(cells).items()}
         worst = 0.0
         for zz in z.values():
             finite = np.abs(zz[np.isfinite(zz)])
@@ -283,7 +269,6 @@ class Baseline:
             "thresholds": {str(a): t for a, t in self.thresholds.items()},
             "center": {k: arr(v) for k, v in self.center.items()}, "scale": {k: arr(v) for k, v in self.scale.items()},
             "step_quantiles": {k: arr(v) for k, v in self.step_quantiles.items()},
-            "normaliser": self.normaliser,
         }
 
     @classmethod
@@ -300,7 +285,7 @@ class Baseline:
                    thresholds={float(a): float(t) for a, t in d["thresholds"].items()},
                    step_quantiles={k: arr(v) for k, v in d.get("step_quantiles", {}).items()},
                    shapes=tuple(d["shapes"]), n_calibration=int(d.get("n_calibration", 0)),
-                   description=d.get("description", ""), normaliser={k: float(v) for k, v in d.get("normaliser", {}).items()})
+                   description=d.get("description", ""))
 
     def save(self, path: str | PathLike[str]) -> None:
         """Write as JSON, atomically."""

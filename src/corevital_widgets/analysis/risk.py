@@ -17,6 +17,7 @@ import json
 import math
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -58,6 +59,7 @@ def _fingerprint_of(model: Any) -> str | None:
     return None
 
 
+@lru_cache(maxsize=1)
 def _shipped_risk_files() -> dict[str, Path]:
     """fingerprint -> shipped RiskModel JSON (``data/risk_*.json``)."""
     out = {}

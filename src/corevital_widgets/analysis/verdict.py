@@ -122,7 +122,7 @@ def _first_step(trace: "Trace", stat: str, layer: int, heads: list[int], base: B
         return None
     series = (trace.heads.entropy if stat == "step_entropy" else trace.heads.concentration)[:, layer, heads].astype(np.float64)
     with np.errstate(invalid="ignore"):
-        z = (series - base.center[stat][layer, heads]) / base.scale[stat][layer, heads] / base.normaliser.get(stat, 1.0)
+        z = (series - base.center[stat][layer, heads]) / base.scale[stat][layer, heads]
         hits = np.argwhere(np.abs(z) > threshold)
     return int(hits[0, 0]) if len(hits) else None
 
@@ -144,8 +144,7 @@ def layer_blame(trace: "Trace", base: Baseline, dev: Deviation) -> list[LayerBla
             pick = idx if np.ndim(base.center[stat]) else ()
             value, normal, scale = (float(np.asarray(a)[pick]) for a in (dev.values[stat], base.center[stat], base.scale[stat]))
             first = _first_step(trace, stat, layer, heads, base, dev.threshold) if layer is not None else None
-            severity = abs(z) / dev.threshold  # z here is in the baseline's normalised units
-            reasons.append((severity, Reason(stat, heads, (value - normal) / scale, value, normal, scale, first)))
+            reasons.append((abs(z) / dev.threshold, Reason(stat, heads, z, value, normal, scale, first)))
         reasons.sort(key=lambda r: -r[0])
         out.append(LayerBlame(layer, reasons[0][0], [r for _, r in reasons]))
     return sorted(out, key=lambda b: -b.severity)

@@ -1,6 +1,6 @@
 """Model-specific knowledge, in one place: which keyword arguments of an attention call the
-statistics understand, which layer kinds have no softmax attention, and the model families
-that are refused (with the reason and what to do).
+statistics understand, which layer kinds have no softmax attention, how each attention module
+is read (its route), and which blocks are refused before anything runs.
 
 Everything else in the engine works by structure and by the arguments each call carries."""
 
@@ -38,8 +38,6 @@ NEUTRAL_KWARGS = frozenset({
 NON_SOFTMAX_LAYER_TYPES = ("linear", "mamba", "conv", "ssm", "recurrent", "rwkv", "gated_delta", "deltanet",
                            "lightning", "mlp_only", "no_attention")
 
-#: Families refused before anything runs: model_type -> (reason, what to do).
-REFUSED_FAMILIES: dict[str, tuple[str, str]] = {}
 
 
 def unsupported_kwargs(kwargs: dict[str, Any]) -> list[str]:
@@ -65,15 +63,6 @@ def is_non_softmax_layer(model: nn.Module, index: int) -> bool:
     state space, convolution): a hybrid stack's block whose attention metrics are NaN."""
     kind = layer_type(model, index)
     return kind is not None and any(word in kind.lower() for word in NON_SOFTMAX_LAYER_TYPES)
-
-
-def refusal(model: nn.Module) -> str | None:
-    """A clear reason why this model family is refused, or None."""
-    model_type = str(getattr(getattr(model, "config", None), "model_type", ""))
-    if model_type in REFUSED_FAMILIES:
-        reason, todo = REFUSED_FAMILIES[model_type]
-        return f"{type(model).__name__} ({model_type}): {reason}. {todo}"
-    return None
 
 
 @lru_cache(maxsize=None)

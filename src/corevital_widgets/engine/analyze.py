@@ -160,9 +160,6 @@ def analyze(
     vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else None
     if vocab is not None and top_k > vocab:
         raise ValueError(f"top_k={top_k} exceeds the vocabulary size {vocab}")
-    refused = adapters.refusal(model)
-    if refused:
-        raise ValueError(refused)
     structure = inspect_model(model)
     routes = adapters.plan_attention(model, structure)  # refuses what cannot be read, before anything runs
 

@@ -157,9 +157,8 @@ def attention_scores(
         else:
             valid = mask > torch.finfo(mask.dtype).min / 2
             scores = scores + torch.where(valid, mask, torch.zeros((), dtype=mask.dtype, device=mask.device))
-    elif spec.implicit_causal(module, attention_mask, q_len):
-        valid = _causal_valid(q_len, n_keys, rows, scores.device, full_keys, spec.sliding_window)
-    elif spec.sliding_window is not None and full_keys > spec.sliding_window:  # e.g. flash attention's window
+    elif spec.implicit_causal(module, attention_mask, q_len) or (
+            spec.sliding_window is not None and full_keys > spec.sliding_window):  # e.g. flash attention's window
         valid = _causal_valid(q_len, n_keys, rows, scores.device, full_keys, spec.sliding_window)
     if valid is not None:
         scores = scores.masked_fill(~valid, float("-inf"))
