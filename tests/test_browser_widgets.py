@@ -493,8 +493,12 @@ def test_dataset_view_in_jupyterlab(lab, browser, smollm2_traceset):
         view.locator("th[data-col='risk']").click()
         _wait_for(lambda: view.get_attribute("data-sort") == "risk", 5, "sort by risk")
         assert order() == np.argsort(-py.risks, kind="stable").tolist()
-        shown = [float(x) for x in rows.evaluate_all("els => els.map(e => e.dataset.risk)")]
-        assert shown == sorted(py.risks.tolist(), reverse=True)
+        # rows outside the risk model's calibrated range carry no number and sort last
+        shown = rows.evaluate_all("els => els.map(e => e.dataset.risk === undefined ? null : Number(e.dataset.risk))")
+        known = sorted((r for r in py.risks.tolist() if np.isfinite(r)), reverse=True)
+        assert shown == known + [None] * (n - len(known))
+        withheld = rows.evaluate_all("els => els.map(e => e.querySelector('.cv-ds-risk-cell').textContent)")
+        assert withheld.count("n/s") == sum(py.rows["risk_withheld"])
         view.locator("th[data-col='risk']").click()
         _wait_for(lambda: view.get_attribute("data-desc") == "false", 5, "ascending")
         assert order() == np.argsort(py.risks, kind="stable").tolist()
@@ -529,10 +533,15 @@ def test_dataset_view_in_jupyterlab(lab, browser, smollm2_traceset):
         # the badge shows the risk Python computes for that trace (and the table shows for that row)
         risk = dash.locator(".cv-badge .cv-risk")
         expected = py.risk_model.predict_proba(want)
-        assert float(risk.get_attribute("data-risk")) == expected == py.rows["risk"][i]
-        shown = trace_risk(want, py.risk_model)  # "calibrated", or "extrapolated" outside its training range
-        assert risk.inner_text().strip() == f"risk {expected:.2f} ({shown.label})"
-        assert f"risk: {expected:.2f} ({shown.description})" in want.summary()
+        shown = trace_risk(want, py.risk_model)
+        if shown.shown is None:  # outside the range it was calibrated on: no number anywhere
+            assert py.rows["risk"][i] is None and py.rows["risk_withheld"][i]
+            assert risk.get_attribute("data-risk") is None and "not shown" in risk.inner_text()
+            assert "no probability shown" in want.summary()
+        else:
+            assert float(risk.get_attribute("data-risk")) == expected == py.rows["risk"][i]
+            assert risk.inner_text().strip() == f"risk {expected:.2f} ({shown.label})"
+            assert f"risk: {expected:.2f} ({shown.description})" in want.summary()
 
         # the logit lens: layers x steps, T x L cells, the layer's top-1 token on hover
         heat = dash.locator(".cv-heatmap")
@@ -562,6 +571,95 @@ def test_dataset_view_in_jupyterlab(lab, browser, smollm2_traceset):
         timings = json.loads((ARTIFACTS / "e2e_timings.json").read_text()) if (ARTIFACTS / "e2e_timings.json").exists() else {}
         timings["dataset_row_click_to_dashboard_ms"] = click_to_dashboard_ms
         (ARTIFACTS / "e2e_timings.json").write_text(json.dumps(timings, indent=2))
+        assert not errors, errors
+    finally:
+        pg.close()
+
+
+def _bent_head_trace(smollm2):
+    """SmolLM2 with one mid-layer head bent (its queries x30, so it collapses onto one key): a run
+    the shipped baseline calls unusual, blamed on that layer and head (as tests/test_verdict.py)."""
+    from corevital_widgets import analyze
+    from corevital_widgets.analysis.ordinary_prompts import EVALUATION_PROMPTS, chat_or_plain
+
+    model, tok = smollm2
+    layer, head = 15, 4
+    attn = model.model.layers[layer].self_attn
+    d = attn.head_dim
+
+    def sharpen(module, args, output):
+        out = output.clone()
+        out[..., head * d:(head + 1) * d] *= 30.0
+        return out
+
+    handle = attn.q_proj.register_forward_hook(sharpen)
+    try:
+        text, chat = EVALUATION_PROMPTS[5]
+        return analyze(model, chat_or_plain(tok, text, chat), tok, max_new_tokens=32), layer, head
+    finally:
+        handle.remove()
+
+
+def test_verdict_blame_and_vs_normal_in_jupyterlab(lab, browser, smollm2):
+    """The badge's verdict sentence, its alarm rate in the tooltip, a click on the blamed layer
+    (it reaches Python and selects that layer and head), and the heatmap's "vs normal" mode
+    outlining exactly the heads Python calls unusual."""
+    from corevital_widgets.analysis.baseline import HEAD_STATS
+    from corevital_widgets.analysis.registry import find_baseline
+
+    trace, layer, head = _bent_head_trace(smollm2)
+    v = trace.verdict()
+    assert v.color == "yellow" and v.blame and v.blame[0].layer == layer, v.sentence
+    work = lab["work"]
+    trace.save(work / "bent.cvtrace")
+    log = work / "bent_selections.jsonl"
+    src = (
+        "import json\nfrom corevital_widgets import load_trace\nfrom corevital_widgets.widgets import show\n"
+        f"dash = show(load_trace({str(work / 'bent.cvtrace')!r}))\n"
+        f"dash.on_select(lambda sel: open({str(log)!r}, 'a').write(json.dumps(sel) + '\\n'))\n"
+        "dash"
+    )
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "source": src, "outputs": [], "execution_count": None}],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (corevital)", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (work / "verdict.ipynb").write_text(json.dumps(nb))
+    pg, errors = _open_notebook(lab, browser, "verdict.ipynb", "cv-verdict")
+    try:
+        _run_cell(pg, 0)
+        dash = pg.locator(".cv-dashboard")
+        dash.locator(".cv-heatmap[data-cells]").wait_for(timeout=120_000)
+        badge = dash.locator(".cv-badge")
+        assert badge.get_attribute("data-verdict") == "yellow"
+        assert badge.locator(".cv-verdict").inner_text().strip() == v.sentence
+        assert f"layer {layer}" in v.sentence
+        title = badge.locator(".cv-light").get_attribute("title")
+        assert v.calibration in title and "probability 5%" in title
+        # blame: Python's words, the top entry on the bent layer; a click selects its layer and head
+        jumps = badge.locator(".cv-blame-jump")
+        assert jumps.count() == min(3, len(v.blame))
+        assert jumps.first.inner_text().strip() == v.blame[0].text()
+        reason = v.blame[0].reasons[0]
+        assert head in reason.heads
+        jumps.first.click()
+        seen = _wait_for(lambda: [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else None, 10,
+                         "the blame click reaching Python")
+        assert (seen[-1]["layer"], seen[-1]["head"]) == (layer, reason.heads[0])
+        heat = dash.locator(".cv-heatmap")
+        graph = dash.locator(".cv-graph")
+        _wait_for(lambda: graph.locator(".cv-graph-layer").input_value() == str(layer), 5, "the graph on the blamed layer")
+        # "vs normal": the click showed the blamed statistic; the cells outlined are the ones
+        # Python finds beyond the alarm line, the bent head among them
+        heat.locator(".cv-heat-color").select_option("z")
+        _wait_for(lambda: heat.get_attribute("data-color-mode") == "z", 5, "vs normal mode")
+        source, value = reason.statistic.split("_", 1)
+        assert (heat.locator(".cv-heat-source").input_value(), heat.get_attribute("data-value")) == \
+            (source, {"log_basin": "basin"}.get(value, value))
+        dev = find_baseline(trace).deviation(trace)
+        z = dev.z[reason.statistic]
+        assert reason.statistic in HEAD_STATS and abs(z[layer, reason.heads[0]]) > dev.threshold
+        assert int(heat.get_attribute("data-unusual")) == int(np.sum(np.abs(z[np.isfinite(z)]) > dev.threshold))
+        assert "vs this model's normal" in heat.locator(".cv-heat-z-legend").inner_text()
+        pg.screenshot(path=str(ARTIFACTS / "e2e_verdict_blame.png"), full_page=True)
         assert not errors, errors
     finally:
         pg.close()

@@ -51,9 +51,16 @@ def test_rows_are_the_traceset_summaries(smollm2_traceset):
 def test_risk_is_the_risk_models_prediction(smollm2_traceset):
     ts, _, _ = smollm2_traceset
     view = _view(smollm2_traceset)
-    expected = RiskModel.load_default(ts[0].meta["model_name"]).predict_proba(ts)
-    np.testing.assert_array_equal(view.risks, expected)
-    assert view.rows["risk"] == expected.tolist()
+    model = RiskModel.load_default(ts[0])
+    expected = model.predict_proba(ts)
+    # a run outside the model's training range gets no number, and the row says why
+    outside = np.array([bool(model.outside_range(t)) for t in ts])
+    assert outside.any() and not outside.all(), "this suite has runs inside and outside the training range"
+    np.testing.assert_array_equal(view.risks[~outside], expected[~outside])
+    assert np.isnan(view.risks[outside]).all()
+    assert view.rows["risk"] == [None if o else float(e) for o, e in zip(outside, expected)]
+    assert view.rows["risk_withheld"] == outside.tolist()
+    assert view.to_pandas()["risk_withheld"].tolist() == outside.tolist()
     assert view.risk_model.kind == "logistic"
 
     heur = RiskModel(kind="heuristic")
@@ -75,11 +82,12 @@ def test_clicking_a_row_loads_that_trace_into_the_dashboard(smollm2_traceset):
         meta, arrays = decode_arrays(view.data)
         assert (meta["n_prompt"], meta["n_steps"]) == (want.n_prompt, want.n_steps)
         assert arrays["generated_tokens"] == want.generated_tokens
-        # the badge below the table shows the row's risk, the same number as the table
+        # the badge below the table shows the row's risk, the same number as the table; neither
+        # prints one outside the range the risk model was calibrated on
         value = view.risk_model.predict_proba(want)
-        assert view.rows["risk"][i] == value
-        # ... and the badge the same number, unless outside the range the risk model was calibrated on
-        assert meta["risk"]["value"] == (None if meta["risk"]["outside"] else value)
+        shown = None if meta["risk"]["outside"] else value
+        assert view.rows["risk"][i] == meta["risk"]["value"] == shown
+        assert view.rows["risk_withheld"][i] == bool(meta["risk"]["outside"])
         assert view.selection["step"] == 0 and view.selection["token"] == want.n_prompt - 1
         assert view.edges  # the attention graph below has its edges
     assert seen == [2, 0, len(ts) - 1]
@@ -239,6 +247,7 @@ def test_unscorable_rows_get_no_risk_and_an_empty_set_shows_no_rows(smollm2_trac
     model = view.risk_model
     full = model.predict_proba(ts)
     assert np.isnan(view.risks[1]) and view.rows["risk"][1] is None
+    full[[bool(model.outside_range(t)) for t in ts]] = np.nan  # withheld: outside the training range
     keep = np.arange(len(ts)) != 1
     np.testing.assert_allclose(view.risks[keep], full[keep], rtol=1e-12, atol=0)
     json.dumps(view.rows, allow_nan=False)  # no NaN reaches the browser

@@ -117,4 +117,7 @@ def test_exported_page_states_the_verdict(hello_trace, tmp_path):
     page = export_html(tr, tmp_path / "verdict.html").read_text(encoding="utf-8")
     text = html.unescape(re.sub(r"<[^>]+>", "", page))
     assert v.sentence in text and v.narrative in text
+    assert v.calibration in text  # what the colour is judged against, and the false-alarm rate
+    if v.alpha is not None:
+        assert f"probability {v.alpha * 100:g}%" in v.calibration
     assert 'data-verdict="' + v.color + '"' in page

@@ -10,13 +10,14 @@ import { fakeModel, lensPayload, samplePayload } from "./helpers";
 const dv = (u: Uint8Array) => new DataView(u.buffer, u.byteOffset, u.byteLength);
 const empty = () => new DataView(new ArrayBuffer(0));
 
-/** Five prompts: risks with one missing, two graded wrong, one ungraded. */
+/** Five prompts: risks with one withheld (outside the risk model's range), two graded wrong, one ungraded. */
 const COLS = {
   prompt: ["What is 2 plus 3?", "Capital of France?", "What is 7 times 8?", "Capital of Peru?", "On which continent is Chad?"],
   answer: ["5", "Paris", "54", "Cusco", "Africa"],
   expected: ["5", "Paris", "56", "Lima", "Africa"],
   correct: [true, true, false, false, null],
   risk: [0.1, 0.3, 0.9, null, 0.55],
+  risk_withheld: [false, false, false, true, false],
   verdict: ["green", "yellow", "red", "yellow", "green"],
   tokens: [3, 4, 6, 5, 2],
   entropy: [0.2, 1.5, 3.1, 2.2, null],
@@ -45,7 +46,11 @@ describe("dataset rows (pure)", () => {
 
   it("turns the JSON columns into rows", () => {
     expect(rows).toHaveLength(5);
-    expect(rows[2]).toEqual({ i: 2, prompt: "What is 7 times 8?", answer: "54", expected: "56", correct: false, risk: 0.9, verdict: "red", tokens: 6, entropy: 3.1 });
+    expect(rows[2]).toEqual({ i: 2, prompt: "What is 7 times 8?", answer: "54", expected: "56", correct: false, risk: 0.9,
+      riskWithheld: false, verdict: "red", tokens: 6, entropy: 3.1 });
+    expect(rows[3].riskWithheld).toBe(true);
+    const { risk_withheld: _withheld, ...older } = COLS; // a payload from before the column existed
+    expect(toRows(older)[3].riskWithheld).toBe(false);
     expect(toRows(null)).toEqual([]);
   });
 
@@ -95,7 +100,10 @@ describe("dataset view", () => {
     const r2 = el.querySelector("tr[data-row='2']")!;
     expect(r2.querySelector(".cv-ds-risk-cell")!.textContent).toBe("0.90");
     expect(r2.querySelector(".cv-ds-correct-cell")!.textContent).toBe("✗");
-    expect(el.querySelector("tr[data-row='3'] .cv-ds-risk-cell")!.textContent).toBe("–");
+    // outside the risk model's calibrated range: no number, and the cell says why
+    const withheld = el.querySelector("tr[data-row='3'] .cv-ds-risk-cell") as HTMLElement;
+    expect(withheld.textContent).toBe("n/s");
+    expect(withheld.title).toContain("outside the range the risk model was calibrated on");
     expect((el.querySelector(".cv-ds-dashboard") as HTMLElement).hidden).toBe(true);
   });
 

@@ -41,6 +41,8 @@ const Z = {
   z_step_concentration: f4([2, 3], [0, 0, 0, 0, 0, 0]),
   z_prompt_entropy: f4([2, 3], [0.1, 3, -1, 2, 5, -9]),
   z_prompt_concentration: f4([2, 3], [0, 0, 0, 0, 0, 0]),
+  z_prompt_sink: f4([2, 3], [0, 0, 0, 0, 0, 0]),
+  z_prompt_basin: f4([2, 3], [0, 0, 12, 0, 0, 0]),
 };
 
 const mount = mountView;
@@ -111,6 +113,9 @@ describe("verdict badge", () => {
     const v = verdictInfo({ verdict: YELLOW });
     expect(v.assessed && v.alpha === 0.05 && v.blame.length === 4).toBe(true);
     expect(lightTitle(v)).toContain("probability 5%");
+    // Python's own words win when the payload carries them
+    const said = "Judged against the baseline of 9 runs: a healthy run of this model is called unusual with probability 1%.";
+    expect(lightTitle(verdictInfo({ verdict: { ...YELLOW, calibration: said } }))).toContain(said);
     expect(verdictInfo({ health: { verdict: "red" } })).toMatchObject({ color: "red", sentence: "problems", assessed: false });
     expect(blameTarget(YELLOW.blame[2] as any)).toBeNull();
     expect(blameTarget(YELLOW.blame[3] as any)).toEqual({ layer: 1, head: null, step: null, source: null, value: null });
@@ -150,7 +155,16 @@ describe("heatmap vs normal", () => {
     expect(root.querySelector(".cv-heat-info")!.textContent).toBe("all steps");
     model.set("options", { ...model.get("options"), heat_source: "prompt" });
     expect(root.dataset.unusual).toBe("2"); // prompt entropy: 5 and -9
+    // the prompt pass also has the sink and basin against normal (a blamed basin can be seen)
+    expect(Array.from((root.querySelector(".cv-heat-value") as HTMLSelectElement).options).map((o) => o.value))
+      .toEqual(["entropy", "concentration", "sink", "basin"]);
+    model.set("options", { ...model.get("options"), heat_value: "basin" });
+    expect(root.dataset.value).toBe("basin");
+    expect(root.dataset.unusual).toBe("1"); // basin: (0, 2) at +12
+    expect(root.querySelector(".cv-heat-z-legend")!.textContent).toContain("log basin");
+    model.set("options", { ...model.get("options"), heat_source: "step" }); // steps: entropy and concentration only
     expect(Array.from((root.querySelector(".cv-heat-value") as HTMLSelectElement).options).map((o) => o.value)).toEqual(["entropy", "concentration"]);
+    expect(root.dataset.value).toBe("entropy");
     model.set("options", { ...model.get("options"), heat_color: "value" });
     expect(root.dataset.colorMode).toBe("value");
     expect(root.querySelector(".cv-heat-z-legend")).toBeNull();

@@ -40,6 +40,8 @@ export interface VerdictInfo {
   blame: BlameEntry[];
   baseline: string | null;
   alpha: number | null;
+  /** Python's Verdict.calibration: what the colour is judged against and how often a healthy run alarms. */
+  calibration: string | null;
   /** False for an old payload (no `meta.verdict`). */
   assessed: boolean;
 }
@@ -48,7 +50,8 @@ export function verdictInfo(meta: Record<string, any>): VerdictInfo {
   const v = meta.verdict;
   if (!v || typeof v !== "object" || typeof v.color !== "string") {
     const color = String(meta.health?.verdict ?? "green");
-    return { color, sentence: VERDICT_TEXT[color] ?? color, narrative: "", blame: [], baseline: null, alpha: null, assessed: false };
+    return { color, sentence: VERDICT_TEXT[color] ?? color, narrative: "", blame: [], baseline: null, alpha: null, calibration: null,
+      assessed: false };
   }
   const sentence = String(v.sentence ?? "");
   let narrative = String(v.narrative ?? "");
@@ -56,7 +59,8 @@ export function verdictInfo(meta: Record<string, any>): VerdictInfo {
   const alpha = typeof v.alpha === "number" && Number.isFinite(v.alpha) ? v.alpha : null;
   return {
     color: v.color, sentence: sentence || (VERDICT_TEXT[v.color] ?? v.color), narrative,
-    blame: Array.isArray(v.blame) ? v.blame : [], baseline: v.baseline ?? null, alpha, assessed: true,
+    blame: Array.isArray(v.blame) ? v.blame : [], baseline: v.baseline ?? null, alpha,
+    calibration: typeof v.calibration === "string" && v.calibration ? v.calibration : null, assessed: true,
   };
 }
 
@@ -64,6 +68,7 @@ export function verdictInfo(meta: Record<string, any>): VerdictInfo {
 export function lightTitle(v: VerdictInfo): string {
   const meaning = COLOR_MEANING[v.color] ?? v.color;
   if (!v.assessed) return `${meaning} (absolute health rules; this payload carries no verdict against the model's normal)`;
+  if (v.calibration) return `${meaning}. ${v.calibration}`;
   if (v.alpha !== null) {
     return `${meaning}. Judged against the ${v.baseline ?? "baseline of this model"}: ` +
       `a healthy run of this model alarms with probability ${fmt(v.alpha * 100)}%`;

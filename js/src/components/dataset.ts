@@ -16,6 +16,8 @@ export interface DatasetRow {
   expected: string | null;
   correct: boolean | null;
   risk: number | null;
+  /** The risk exists but is not shown: this run lies outside the range the risk model was calibrated on. */
+  riskWithheld: boolean;
   verdict: string;
   tokens: number;
   entropy: number | null;
@@ -33,6 +35,10 @@ export interface TableState {
   verdict: VerdictFilter;
   min_risk: number;
 }
+
+/** Why a risk cell reads "n/s" (not shown). */
+export const WITHHELD_TITLE = "not shown: this run lies outside the range the risk model was calibrated on, where its number " +
+  "would be an extrapolation; fit corevital.RiskModel on your own labelled answers for runs like this";
 
 export const DEFAULT_TABLE: TableState = { sort: "index", desc: false, query: "", correct: "all", verdict: "all", min_risk: 0 };
 
@@ -61,7 +67,8 @@ export function toRows(cols: Record<string, any[]> | null | undefined): DatasetR
   for (let i = 0; i < n; i++) {
     out[i] = {
       i, prompt: String(get("prompt", i, "")), answer: String(get("answer", i, "")), expected: get("expected", i, null),
-      correct: get("correct", i, null), risk: get("risk", i, null), verdict: String(get("verdict", i, "")),
+      correct: get("correct", i, null), risk: get("risk", i, null),
+      riskWithheld: get("risk_withheld", i, false) === true, verdict: String(get("verdict", i, "")),
       tokens: Number(get("tokens", i, 0)), entropy: get("entropy", i, null),
     };
   }
@@ -185,9 +192,11 @@ export function mountDataset(el: HTMLElement, store: Store): () => void {
         text: r.correct === null ? "–" : r.correct ? "✓" : "✗", title: r.correct === null ? "ungraded" : r.correct ? "correct" : "wrong",
       });
       case "risk": {
-        const td = h("td", { class: "cv-num cv-ds-risk-cell", text: r.risk === null ? "–" : r.risk.toFixed(2) });
+        const td = h("td", { class: `cv-num cv-ds-risk-cell${r.riskWithheld ? " cv-ds-risk-withheld cv-muted" : ""}`,
+          text: r.risk === null ? (r.riskWithheld ? "n/s" : "–") : r.risk.toFixed(2) });
         td.style.background = riskColor(r.risk);
         if (r.risk !== null) td.title = `risk ${fmt(r.risk)}${colsMeta.risk_label ? ` (${colsMeta.risk_label})` : ""}`;
+        else if (r.riskWithheld) td.title = WITHHELD_TITLE;
         return td;
       }
       case "verdict": return h("td", {}, h("span", { class: `cv-light cv-${r.verdict}`, title: r.verdict }), ` ${r.verdict}`);

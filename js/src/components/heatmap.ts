@@ -93,22 +93,32 @@ export interface ZData {
   /** Colours clip at ±limit (2 × threshold). */
   limit: number;
   label: string;
-  /** Which heatmap value the z-scores are of (entropy or concentration), and of which pass. */
-  value: "entropy" | "concentration";
+  /** Which heatmap value the z-scores are of, and of which pass (sink and basin: prompt only). */
+  value: ZValue;
   prompt: boolean;
 }
+
+export type ZValue = "entropy" | "concentration" | "sink" | "basin";
+/** The values "vs normal" can show per source: the baseline's per-head statistics. */
+export function zValues(prompt: boolean): ZValue[] {
+  return prompt ? ["entropy", "concentration", "sink", "basin"] : ["entropy", "concentration"];
+}
+const Z_WHAT: Record<ZValue, string> = {
+  entropy: "attention entropy", concentration: "concentration (max weight)", sink: "attention to the first token",
+  basin: "log basin (middle vs ends)",
+};
 
 /** The z-scores the "vs normal" mode shows for the options (null without a baseline). For the step
  * source they are of the mean over all steps (the baseline's statistic), whatever step is selected. */
 export function zData(p: Payload, opts: ViewOptions): ZData | null {
-  const value = opts.heat_value === "concentration" ? "concentration" : "entropy";
   const prompt = opts.heat_source === "prompt";
+  const value: ZValue = (zValues(prompt) as string[]).includes(opts.heat_value) ? opts.heat_value as ZValue : "entropy";
   const a = p.arrays[`z_${prompt ? "prompt" : "step"}_${value}`];
   const n = p.meta.n_layers * p.meta.n_heads;
   if (!a || a.data.length !== n || n === 0) return null;
   const t = p.meta.z_threshold;
   const threshold = typeof t === "number" && Number.isFinite(t) && t > 0 ? t : null;
-  const what = value === "entropy" ? "attention entropy" : "concentration (max weight)";
+  const what = Z_WHAT[value];
   const label = prompt ? `prompt ${what}` : `${what}, mean over steps`;
   return { z: a.data as Float32Array, threshold, limit: threshold !== null ? 2 * threshold : 8, label, value, prompt };
 }
@@ -315,7 +325,7 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
     color.value = zMode ? "z" : "value";
     color.hidden = src === "lens";
     root.dataset.colorMode = zMode ? "z" : "value";
-    const values = src === "prompt" && !zMode ? ["entropy", "concentration", "sink", "basin"] : ["entropy", "concentration"];
+    const values: string[] = src === "prompt" && !zMode ? ["entropy", "concentration", "sink", "basin"] : zMode ? zValues(src === "prompt") : ["entropy", "concentration"];
     if (value.options.length !== values.length) value.replaceChildren(...values.map((v) => h("option", { value: v, text: v })));
     value.value = values.includes(opts.heat_value) ? opts.heat_value : "entropy";
     if (!p) { info.textContent = "waiting for the trace…"; sizeCanvas(canvas, 1, 1); return; }

@@ -2,8 +2,9 @@
 separately written set to evaluate a baseline's false-alarm rate on.
 
 ``FIT_PROMPTS`` (300): 40 everyday topics x 4 question forms (explain, list facts, how does it
-work, why does it matter), 70 varied requests (how-to, differences, short poems, tips, what a job
-is, definitions) as chat questions, and 70 plain-text openings of every length to continue. ``EVALUATION_PROMPTS`` (60): written apart from those — other wordings and other
+work, why does it matter), 40 varied requests (how-to, differences, short poems, tips, what a job
+is, definitions) as chat questions, and 70 plain-text openings of every length to continue,
+interleaved so that any prefix holds every kind in proportion. ``EVALUATION_PROMPTS`` (60): written apart from those — other wordings and other
 subjects (how-to requests, comparisons, definitions, advice, short continuations) — so that a
 false-alarm rate measured on them is not measured on the fitting questions. Chat prompts are
 plain user turns; :func:`chat_or_plain` applies the tokenizer's chat template when it has one.
@@ -74,21 +75,32 @@ _SHORT = ("The cat", "It was late.", "Tomorrow we will", "The soup smelled of", 
           "My brother likes", "The orchestra began", "Snow covered the", "The shopkeeper", "Far away, a",
           "The kitten chased", "When I grow up, I want to", "The bus was late, so", "Grandpa's old radio",
           "The island had no")
-_VARIED: tuple[tuple[str, bool], ...] = tuple(
+_VARIED_CHAT: tuple[tuple[str, bool], ...] = tuple(
     [(f"How do I {t}?", True) for t in _TASKS]
     + [(f"What is the difference between {a} and {b}?", True) for a, b in _PAIRS]
     + [(f"Write a short poem about {t}.", True) for t in _POEMS]
     + [(f"Give me three tips for {t}.", True) for t in _TIPS]
     + [(f"What does {j} do?", True) for j in _JOBS]
     + [(f"Define {w}.", True) for w in _WORDS]
-    + [(t, False) for t in _SHORT]
 )
 _QUESTIONS = tuple((form.format(topic), True) for topic in _TOPICS for form in _FORMS)
 
-FIT_PROMPTS: tuple[tuple[str, bool], ...] = _QUESTIONS[:120] + _VARIED + _QUESTIONS[120:] + tuple((t, False) for t in _OPENINGS)
-"""(text, is_chat) pairs, 300: 160 topic questions in four forms, 70 varied requests (how-to,
-differences, short poems, tips, jobs, definitions), 30 short and 40 longer plain-text openings.
-The first 220 (the default of ``fit_baseline``) cover every form."""
+
+
+def _interleave(*groups: tuple[tuple[str, bool], ...]) -> tuple[tuple[str, bool], ...]:
+    """The groups merged so that every prefix holds each group in proportion to its size (item
+    ``i`` of a group of ``n`` sits at fraction ``(i + 0.5) / n``; ties keep the group order)."""
+    keyed = [((i + 0.5) / len(g), k, item) for k, g in enumerate(groups) for i, item in enumerate(g)]
+    return tuple(item for _, _, item in sorted(keyed, key=lambda x: (x[0], x[1])))
+
+
+FIT_PROMPTS: tuple[tuple[str, bool], ...] = _interleave(
+    _QUESTIONS, _VARIED_CHAT, tuple((t, False) for t in _SHORT), tuple((t, False) for t in _OPENINGS))
+"""(text, is_chat) pairs, 300: 160 topic questions in four forms, 40 varied requests (how-to,
+differences, short poems, tips, jobs, definitions), 30 short and 40 longer plain-text openings,
+interleaved so that any prefix (``fit_baseline`` uses the first 220 by default) holds every kind
+in proportion: a baseline fitted on a prefix has seen chat questions and plain text of every
+length."""
 
 EVALUATION_PROMPTS: tuple[tuple[str, bool], ...] = (
     ("How do I make a cup of green tea?", True),

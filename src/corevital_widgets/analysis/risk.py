@@ -412,14 +412,20 @@ class RiskModel:
         p = 1.0 / (1.0 + np.exp(-z))
         return float(p[0]) if single else p
 
-    def outside_range(self, x: Any) -> list[str]:
-        """Names of the features of one Trace (or feature dict) that lie outside the range of
-        the training data: there the probability is an extrapolation, not a calibrated value.
-        Empty for the heuristic and for models saved without ranges."""
+    def outside_mask(self, x: Any) -> np.ndarray:
+        """bool [rows, features]: which features of each row (a Trace, TraceSet, feature dict or
+        DataFrame) lie outside the range of the training data, where the probability is an
+        extrapolation, not a calibrated value. All False for the heuristic and for models saved
+        without ranges."""
+        m = self._matrix(x)
         if self.kind != "logistic" or self.train_min_ is None or self.train_max_ is None:
-            return []
-        row = self._matrix(x)[0]
-        bad = (row < self.train_min_) | (row > self.train_max_)
+            return np.zeros(m.shape, dtype=bool)
+        return (m < self.train_min_) | (m > self.train_max_)
+
+    def outside_range(self, x: Any) -> list[str]:
+        """Names of the features of one Trace (or feature dict) outside the training range
+        (see :meth:`outside_mask`)."""
+        bad = self.outside_mask(x)[0]
         return [name for name, b in zip(self.feature_names, bad) if b]
 
     # -- persistence (JSON, no pickle)

@@ -65,9 +65,7 @@ def trace_summary(trace: "Trace", max_steps: int = 64) -> str:
         )
     h = trace.health
     v = assess(trace)
-    lines += ["", f"verdict: {_VERDICT_WORDS[v.color]}", f"  {v.narrative}"]
-    if v.baseline:
-        lines.append(f"  (vs the {v.baseline}; a healthy run alarms with probability {100 * (v.alpha or 0):g}%)")
+    lines += ["", f"verdict: {_VERDICT_WORDS[v.color]}", f"  {v.narrative}", f"  ({v.calibration})"]
     for blame in v.blame[:5]:
         lines.append(f"  blame: {blame.text()}")
     risk_line = _risk_line(trace)

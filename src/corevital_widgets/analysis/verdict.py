@@ -81,8 +81,18 @@ class Verdict:
     score: float | None = None  # max |z| over cells
     threshold: float | None = None
 
+    @property
+    def calibration(self) -> str:
+        """What the colour is judged against and how often a healthy run alarms, in words."""
+        if self.baseline is None or self.alpha is None:
+            return ("No baseline for this model: nothing is judged unusual for it; only numeric faults "
+                    "(NaN/Inf, a mid-layer anomaly, a repetition loop) turn it red.")
+        return (f"Judged against the {self.baseline}: a healthy run of this model is called unusual with "
+                f"probability {self.alpha * 100:g}%.")
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["calibration"] = self.calibration
         d["blame"] = [{"layer": b.layer, "severity": b.severity, "text": b.text(),
                        "reasons": [{**asdict(r), "text": r.text()} for r in b.reasons]} for b in self.blame]
         return d

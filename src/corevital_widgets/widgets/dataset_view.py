@@ -103,9 +103,11 @@ def _model_name(ts: "TraceSet") -> str:
 
 def dataset_risks(ts: "TraceSet", risk_model: "RiskModel", features: "pd.DataFrame | None" = None) -> np.ndarray:
     """``risk_model``'s risk for every prompt of ``ts`` (float64 [N]); NaN for a prompt it cannot
-    score (a trace without generated steps, or features undefined without prompt telemetry).
+    score (a trace without generated steps, or features undefined without prompt telemetry) and
+    for a prompt whose features lie outside the range a fitted model was calibrated on (its
+    number would be an extrapolation: :func:`risk_withheld` says which).
 
-    Equals ``risk_model.predict_proba(ts)`` wherever that is defined.
+    Equals ``risk_model.predict_proba(ts)`` wherever that is defined and calibrated.
     """
     n = len(ts)
     out = np.full(n, np.nan)
@@ -124,10 +126,26 @@ def dataset_risks(ts: "TraceSet", risk_model: "RiskModel", features: "pd.DataFra
         raise ValueError(f"the risk model needs features {missing} that these traces lack "
                          "(logit-lens features need analyze(..., logit_lens=True))")
     ok = np.isfinite(feats[risk_model.feature_names].to_numpy(dtype=np.float64)).all(axis=1)
-    if ok.all():
-        out[:] = risk_model.predict_proba(feats)
-    elif ok.any():
-        out[ok] = risk_model.predict_proba(feats.loc[ok])
+    if ok.any():
+        rows = feats if ok.all() else feats.loc[ok]
+        value = risk_model.predict_proba(rows)
+        value[risk_model.outside_mask(rows).any(axis=1)] = np.nan  # never print an extrapolated probability
+        out[ok] = value
+    return out
+
+
+def risk_withheld(ts: "TraceSet", risk_model: "RiskModel", features: "pd.DataFrame | None" = None) -> np.ndarray:
+    """bool [N]: prompts whose risk is not shown because their features lie outside the range
+    ``risk_model`` was calibrated on (the table says so instead of printing a number)."""
+    n = len(ts)
+    if n == 0 or risk_model.kind == "heuristic":
+        return np.zeros(n, dtype=bool)
+    feats = ts.to_pandas() if features is None else features
+    values = feats[risk_model.feature_names].to_numpy(dtype=np.float64)
+    ok = np.isfinite(values).all(axis=1)
+    out = np.zeros(n, dtype=bool)
+    if ok.any():
+        out[ok] = risk_model.outside_mask(feats.loc[ok]).any(axis=1)
     return out
 
 
@@ -278,9 +296,10 @@ class DatasetView(TraceWidget):
         summ = ts.to_pandas()
         n = len(ts)
         if n == 0:
-            return pd.DataFrame({c: [] for c in ("prompt", "question", "answer", "expected", "correct", "risk", "verdict",
-                                                 "tokens", "entropy")}).rename_axis("index")
+            return pd.DataFrame({c: [] for c in ("prompt", "question", "answer", "expected", "correct", "risk", "risk_withheld",
+                                                 "verdict", "tokens", "entropy")}).rename_axis("index")
         risk = dataset_risks(ts, self.risk_model, summ)
+        withheld = risk_withheld(ts, self.risk_model, summ)
 
         def col(name: str, default: Any) -> list[Any]:
             if extra is not None and name in extra.columns:
@@ -296,6 +315,7 @@ class DatasetView(TraceWidget):
             "expected": expected,
             "correct": pd.array(correct, dtype="boolean"),
             "risk": risk,
+            "risk_withheld": withheld,
             "verdict": summ["verdict"].astype(str).tolist(),
             "tokens": summ["n_steps"].to_numpy(dtype=np.int64) if "n_steps" in summ else np.zeros(n, np.int64),
             "entropy": summ["entropy_mean"].to_numpy(dtype=np.float64) if "entropy_mean" in summ else np.full(n, np.nan),
@@ -316,6 +336,7 @@ class DatasetView(TraceWidget):
             "expected": [None if e is None else _shorten(e, ANSWER_CHARS) for e in frame["expected"]],
             "correct": frame["correct"].astype(object).where(frame["correct"].notna(), None).tolist(),
             "risk": nullable(frame["risk"].to_numpy(dtype=np.float64)),
+            "risk_withheld": frame["risk_withheld"].astype(bool).tolist(),
             "verdict": frame["verdict"].tolist(),
             "tokens": frame["tokens"].to_numpy(dtype=np.int64).tolist(),
             "entropy": nullable(frame["entropy"].to_numpy(dtype=np.float64)),

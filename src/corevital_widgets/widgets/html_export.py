@@ -85,7 +85,8 @@ def _verdict_block(widget: TraceWidget) -> str:
     rest = v.narrative[len(v.sentence):].strip() if v.narrative.startswith(v.sentence) else v.narrative
     return (f'<div id="corevital-verdict" class="corevital-verdict" data-verdict="{html.escape(v.color)}"><p>'
             f'<b>{html.escape(v.color)}</b> · <b class="corevital-sentence">{html.escape(v.sentence)}</b>'
-            + (f' <span class="corevital-narrative">{html.escape(rest)}</span>' if rest else "") + "</p></div>")
+            + (f' <span class="corevital-narrative">{html.escape(rest)}</span>' if rest else "")
+            + f'</p><p class="corevital-calibration">{html.escape(v.calibration)}</p></div>')
 
 
 def _script_safe(text: str) -> str:

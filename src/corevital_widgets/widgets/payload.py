@@ -170,6 +170,7 @@ def has_lens(trace: "Trace") -> bool:
 Z_ARRAYS = {
     "z_step_entropy": "step_entropy", "z_step_concentration": "step_concentration",
     "z_prompt_entropy": "prompt_entropy", "z_prompt_concentration": "prompt_concentration",
+    "z_prompt_sink": "prompt_sink", "z_prompt_basin": "prompt_log_basin",
 }
 
 
