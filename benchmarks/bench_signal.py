@@ -1,25 +1,23 @@
-"""Does the trace predict wrong answers? SmolLM2-135M-Instruct on the labelled question suite.
+"""Does the risk score find wrong answers on questions of kinds it was not fitted on? (SmolLM2)
 
-    python benchmarks/bench_signal.py [--out-dir /tmp/corevital_bench_signal] [--max-new-tokens 12]
-                                      [--limit N] [--device cuda] [--collect-only | --evaluate-only]
-                                      [--results-dir DIR] [--folds 5] [--seed 0] [--write-default]
+    python benchmarks/bench_signal.py [--out-dir /tmp/corevital_suite] [--per-family 50]
+                                      [--collect-only | --evaluate-only] [--write-default]
+                                      [--results-dir DIR] [--device cpu] [--folds 5] [--seed 0]
 
-Tracing 717 questions takes about 6 min on one H100 (--device cuda), ~40 min on 2 CPU cores;
-``--collect-only`` on a GPU machine then ``--evaluate-only`` on a copy of its ``manifest.json``
-(the manifest holds every summary the evaluation needs) splits the two.
-
-1. Traces every suite question with ``analyze_many`` (greedy, resumable: re-running continues).
-2. Grades each answer by normalised match (label 1 = wrong answer, the event the risk predicts).
-3. 5-fold stratified cross-validation: a RiskModel (StandardScaler + LogisticRegression whose
-   regularisation is chosen by an inner 5-fold log-loss search over the four training folds
-   only) is fitted on four folds and scores the held-out fold only; the pooled out-of-fold
-   scores are evaluated once. The same protocol is then repeated with other fold shuffles
-   (``--repeat-seeds``) to show how much AUROC / ECE move with the split alone.
-4. Prints one table: each feature's AUROC (oriented so that > 0.5 means "higher = riskier" is
-   not assumed: the raw AUROC of the feature as a risk score is shown, and its max(A, 1 − A)),
-   the risk model's AUROC with a bootstrap 95% interval, ECE and Brier, and the three baselines
-   (1 − mean max-prob, mean token entropy, − sequence log-likelihood) as risk scores.
-5. Writes the reliability diagram and ROC chart (Altair JSON + HTML) to the out dir.
+1. Traces every question of the broad labelled suite (``build_suite``: 18 families, built
+   offline) with ``analyze_many`` (greedy, resumable: re-running continues): short answers with
+   ``--short-tokens`` new tokens, two-sentence answers with ``--free-tokens``.
+2. Grades each answer (label 1 = wrong answer, the event the risk predicts) and writes the
+   features table (``suite_features.csv.gz``: question, family, label and every feature, floats
+   written exactly) — what the shipped model is refitted from, bit for bit.
+3. Headline: leave-one-family-out (``analysis.transfer.evaluate_transfer``): every family is
+   scored by a model fitted on the other families only, its feature set chosen by an inner
+   leave-one-family-out over those same other families; pooled and per-family AUROC (bootstrap
+   95% intervals) and ECE beside the confidence baselines (1 - mean max-prob, mean entropy,
+   - sequence log-likelihood, - min margin). Secondary: stratified k-fold with families mixed.
+4. Each candidate feature set's own held-out figures and each feature's held-out AUROC.
+5. ``--write-default``: the feature set chosen on all families, fitted on all of them, written
+   as the shipped SmolLM2 coefficients with the held-out figures in its meta.
 """
 
 from __future__ import annotations
@@ -32,142 +30,150 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+#: New tokens per answer: short answers stop at EOS well before; two sentences need more.
+SHORT_TOKENS, FREE_TOKENS = 16, 48
+FEATURES_CSV = ROOT / "benchmarks" / "data" / "suite_features_smollm2.csv.gz"
 
 
-def collect(out_dir: Path, max_new_tokens: int, limit: int | None, evaluate_only: bool = False, device: str = "cpu"):
+def collect(out_dir: Path, per_family: int, device: str, evaluate_only: bool, short_tokens: int, free_tokens: int):
+    """Trace (or, with evaluate_only, read the manifests of) the suite; a DataFrame of features,
+    family, difficulty, form, gold answer, answer text and correctness, in suite order."""
+    import pandas as pd
+
     from corevital_widgets.batch import TraceSet, analyze_many
     from corevital_widgets.suite import build_suite, grade, suite_prompts
 
-    items = build_suite()
-    if limit:
-        items = items[:limit]  # the suite is shuffled once, so a prefix is a fair sample
-    if evaluate_only:  # a finished out_dir (e.g. traced on a GPU machine): summaries from its manifest
-        ts = TraceSet.load(out_dir)
-        if len(ts) != len(items) or not all(it.question in p for it, p in zip(items, ts.prompts)):
-            raise SystemExit(f"{out_dir} does not hold the traces of this suite ({len(ts)} prompts)")
-    else:
-        import corevital_widgets as corevital
+    items = build_suite(per_family=per_family)
+    parts = []
+    model = tok = None
+    for form, tokens in (("short", short_tokens), ("free", free_tokens)):
+        idx = [i for i, it in enumerate(items) if it.form == form]
+        if not idx:
+            continue
+        sub = [items[i] for i in idx]
+        folder = out_dir / form
+        if evaluate_only:
+            ts = TraceSet.load(folder)
+            if len(ts) != len(sub) or not all(it.question in p for it, p in zip(sub, ts.prompts)):
+                raise SystemExit(f"{folder} does not hold the traces of this suite ({len(ts)} prompts)")
+        else:
+            if model is None:
+                import corevital_widgets as corevital
 
-        model, tok = corevital.load_default_model()
-        model = model.to(device)
-        prompts = suite_prompts(items, tok)
-        t0 = time.perf_counter()
-        ts = analyze_many(model, prompts, tok, out_dir=out_dir, max_new_tokens=max_new_tokens)
-        print(f"traced {len(ts)} prompts in {time.perf_counter() - t0:.0f} s (resumed runs count only the new ones)")
-    df = ts.to_pandas()
-    df["kind"] = [it.kind for it in items]
-    df["difficulty"] = [it.difficulty for it in items]
-    df["gold"] = [it.answer for it in items]
-    df["correct"] = [grade(it, text) for it, text in zip(items, df["text"])]
-    return df
+                model, tok = corevital.load_default_model()
+                model = model.to(device)
+            t0 = time.perf_counter()
+            ts = analyze_many(model, suite_prompts(sub, tok), tok, out_dir=folder, max_new_tokens=tokens)
+            print(f"{form}: traced {len(ts)} prompts in {time.perf_counter() - t0:.0f} s (resumed runs count only the new ones)")
+        df = ts.to_pandas()
+        df.index = idx
+        df["question"] = [it.question for it in sub]
+        df["family"] = [it.kind for it in sub]
+        df["difficulty"] = [it.difficulty for it in sub]
+        df["form"] = form
+        df["gold"] = [it.answer for it in sub]
+        df["correct"] = [grade(it, text) for it, text in zip(sub, df["text"])]
+        parts.append(df)
+    return pd.concat(parts).sort_index()
+
+
+def write_features(df, path: Path) -> None:
+    """The table the shipped model is refitted from: floats in their shortest exact form."""
+    from corevital_widgets.analysis.risk import DEFAULT_RISK_FEATURES
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = ["question", "family", "difficulty", "form", "correct", *DEFAULT_RISK_FEATURES]
+    df[cols].to_csv(path, index=False, compression={"method": "gzip", "mtime": 0})
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out-dir", type=Path, default=Path("/tmp/corevital_bench_signal"))
-    ap.add_argument("--max-new-tokens", type=int, default=12)
-    ap.add_argument("--limit", type=int, default=None, help="use an evenly spaced subset of the suite")
+    ap.add_argument("--out-dir", type=Path, default=Path("/tmp/corevital_suite"))
+    ap.add_argument("--per-family", type=int, default=50)
+    ap.add_argument("--short-tokens", type=int, default=SHORT_TOKENS)
+    ap.add_argument("--free-tokens", type=int, default=FREE_TOKENS)
     ap.add_argument("--collect-only", action="store_true")
-    ap.add_argument("--evaluate-only", action="store_true", help="read a finished --out-dir's manifest; trace nothing")
-    ap.add_argument("--write-default", action="store_true",
-                    help="after cross-validation, fit on all questions and write the shipped SmolLM2 coefficients")
+    ap.add_argument("--evaluate-only", action="store_true", help="read finished --out-dir manifests; trace nothing")
+    ap.add_argument("--from-csv", type=Path, default=None, help="evaluate a features table instead of traces")
+    ap.add_argument("--write-default", action="store_true", help="write the shipped SmolLM2 coefficients and features table")
     ap.add_argument("--results-dir", type=Path, default=None, help="where tables and charts go (default: --out-dir)")
     ap.add_argument("--device", default="cpu", help="torch device for tracing, e.g. cuda")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--repeat-seeds", type=int, default=5, help="also run the CV with this many fold shuffles (1 = off)")
+    ap.add_argument("--bootstrap", type=int, default=2000)
     args = ap.parse_args(argv)
 
-    df = collect(args.out_dir, args.max_new_tokens, args.limit, args.evaluate_only, args.device)
+    if args.from_csv:
+        from corevital_widgets.analysis.transfer import read_features
+
+        df = read_features(args.from_csv)
+    else:
+        df = collect(args.out_dir, args.per_family, args.device, args.evaluate_only, args.short_tokens, args.free_tokens)
     results = args.results_dir or args.out_dir
     results.mkdir(parents=True, exist_ok=True)
-    args.results_dir = results
-    df.drop(columns=["prompt"]).to_csv(results / "suite_results.csv")
-    print(f"accuracy {df['correct'].mean():.3f} over {len(df)} questions;",
-          ", ".join(f"{k} {g['correct'].mean():.2f}" for k, g in df.groupby("difficulty", sort=False)))
+    print(f"accuracy {df['correct'].mean():.3f} over {len(df)} questions in {df['family'].nunique()} families")
     if args.collect_only:
+        write_features(df, results / "suite_features.csv.gz")
         return
-    evaluate(df, args)
+    evaluate(df, args, results)
 
 
-def evaluate(df, args) -> None:
-    from sklearn.model_selection import StratifiedKFold
+def evaluate(df, args, results: Path) -> None:
+    import pandas as pd
 
-    from corevital_widgets.analysis.risk import (
-        DEFAULT_RISK_FEATURES,
-        RiskModel,
-        evaluate_risk,
-        feature_auroc,
-    )
+    from corevital_widgets.analysis.risk import DEFAULT_MODEL_FILE
+    from corevital_widgets.analysis.transfer import evaluate_transfer, fit_shipped_risk
 
     wrong = (~df["correct"].to_numpy(bool)).astype(int)
-    features = df[list(DEFAULT_RISK_FEATURES)]
-    def out_of_fold(seed: int) -> np.ndarray:
-        oof = np.full(len(df), np.nan)
-        for train, test in StratifiedKFold(n_splits=args.folds, shuffle=True, random_state=seed).split(features, wrong):
-            model = RiskModel().fit(features.iloc[train], wrong[train])  # never sees `test`
-            oof[test] = model.predict_proba(features.iloc[test])
-        assert not np.isnan(oof).any()
-        return oof
-
-    oof = out_of_fold(args.seed)
-
-    baselines = {
-        "baseline: 1 - mean max_prob": 1.0 - df["max_prob_mean"].to_numpy(float),
-        "baseline: mean entropy": df["entropy_mean"].to_numpy(float),
-        "baseline: -seq log-likelihood": -df["sequence_log2_likelihood"].to_numpy(float),
-    }
-    report = evaluate_risk(oof, wrong, baselines=baselines, n_bootstrap=2000, seed=args.seed)
-    print(f"\nlabel: wrong answer; {wrong.sum()} wrong of {len(wrong)} ({wrong.mean():.1%}); {args.folds}-fold out-of-fold scores\n")
-    print(report.table().to_string(float_format=lambda x: f"{x:.3f}"))
-    print("\nsingle-feature AUROC as a risk score (max(A, 1-A) = separability either way):")
-    rows = []
-    for name in DEFAULT_RISK_FEATURES:
-        a = feature_auroc(df[name].to_numpy(float), wrong)
-        rows.append((name, a, max(a, 1 - a)))
-    for name, a, sep in sorted(rows, key=lambda r: -r[2]):
-        print(f"  {name:28s} {a:.3f}   {sep:.3f}")
-    print("\nwithin each question kind (does the score rank answers, not just question types?):")
-    kinds = df["kind"].to_numpy()
-    for kind in sorted(set(kinds)):
-        m = kinds == kind
-        if wrong[m].min() == wrong[m].max():
-            continue
-        base = {b: feature_auroc(v[m], wrong[m]) for b, v in baselines.items()}
-        print(f"  {kind:11s} n={m.sum():4d} wrong={wrong[m].mean():.2f}  risk AUROC {feature_auroc(oof[m], wrong[m]):.3f}  "
-              + "  ".join(f"{b.removeprefix('baseline: ')} {a:.3f}" for b, a in base.items()))
-    best_base = max(report.baselines[b]["auroc"] for b in baselines)
-    print(f"\nrisk model AUROC {report.auroc:.3f} [{report.auroc_ci[0]:.3f}, {report.auroc_ci[1]:.3f}], "
-          f"best baseline {best_base:.3f} (gap {report.auroc - best_base:+.3f}); ECE {report.ece:.3f}; Brier {report.brier:.3f}")
-    others = [s for s in range(args.seed, args.seed + args.repeat_seeds) if s != args.seed]
-    if others:
-        from corevital_widgets.analysis.risk import expected_calibration_error
-
-        reps = [(args.seed, report.auroc, report.ece, report.brier)]
-        for s in others:
-            o = out_of_fold(s)
-            reps.append((s, feature_auroc(o, wrong), expected_calibration_error(o, wrong), float(np.mean((o - wrong) ** 2))))
-        a = np.array([r[1:] for r in reps])
-        print(f"same protocol, fold shuffles {[r[0] for r in reps]}: AUROC {a[:, 0].min():.3f}-{a[:, 0].max():.3f}, "
-              f"ECE {a[:, 1].min():.3f}-{a[:, 1].max():.3f} (mean {a[:, 1].mean():.3f}), Brier {a[:, 2].min():.3f}-{a[:, 2].max():.3f}")
-    print(f"targets: AUROC >= 0.75: {report.auroc >= 0.75}; gap >= 0.05: {report.auroc - best_base >= 0.05}; ECE <= 0.05: {report.ece <= 0.05}")
-    for name, chart in (("reliability", report.reliability_chart()), ("roc", report.roc_chart())):
-        chart.save(str(args.results_dir / f"{name}.html"))
-        chart.save(str(args.results_dir / f"{name}.json"))
-    summary = {"n": len(wrong), "n_wrong": int(wrong.sum()), **report.to_dict()}
-    (args.results_dir / "signal_report.json").write_text(json.dumps(summary, indent=1))
+    fam = df["family"].to_numpy(str)
+    t0 = time.perf_counter()
+    rep = evaluate_transfer(df, wrong, fam, folds=args.folds, n_bootstrap=args.bootstrap, seed=args.seed)
+    took = time.perf_counter() - t0
+    pd.set_option("display.width", 200)
+    fmt = lambda x: f"{x:.3f}"  # noqa: E731
+    print(f"\nlabel: wrong answer; {wrong.sum()} wrong of {len(wrong)} ({wrong.mean():.1%}); {len(set(fam))} families; "
+          f"evaluated in {took:.0f} s\n")
+    h = rep.held_out
+    print("FAMILY-HELD-OUT (headline): each family scored by a model fitted without it, feature set chosen without it")
+    print(h.table().to_string(float_format=fmt))
+    print("\nper family (risk held out; baselines need no fitting):")
+    print(rep.per_family_table().to_string(float_format=fmt))
+    print("\nfeature set chosen for each held-out family:", json.dumps(rep.chosen))
+    print("\ncandidates (each with a fixed feature set): family-held-out and k-fold (families mixed) AUROC / ECE")
+    print(rep.candidates.to_string(float_format=fmt))
+    print("\nper feature: held-out AUROC of a one-feature calibrated model, raw AUROC as a risk score")
+    print(rep.features.to_string(float_format=fmt))
+    name, best = rep.best_baseline
+    print(f"\nheadline: family-held-out AUROC {h.auroc:.3f} [{h.auroc_ci[0]:.3f}, {h.auroc_ci[1]:.3f}] vs best baseline "
+          f"{name} {best:.3f} (gap {h.auroc - best:+.3f}); held-out ECE {h.ece:.3f}; Brier {h.brier:.3f}")
+    print("mean within-family AUROC (held out):", json.dumps({k: round(v, 3) for k, v in rep.within_family().items()}))
+    print(f"secondary: {args.folds}-fold (families mixed) AUROC of the final choice {rep.final!r}: {rep.kfold.auroc:.3f} "
+          f"[{rep.kfold.auroc_ci[0]:.3f}, {rep.kfold.auroc_ci[1]:.3f}], ECE {rep.kfold.ece:.3f}")
+    f = rep.final_held_out
+    print(f"shipped recipe: {rep.final!r} fitted on all families; the same set held out by family: AUROC {f.auroc:.3f} "
+          f"[{f.auroc_ci[0]:.3f}, {f.auroc_ci[1]:.3f}], ECE {f.ece:.3f}, Brier {f.brier:.3f}")
+    print("targets:", json.dumps(rep.targets()))
+    for cname, chart in (("reliability_held_out", h.reliability_chart()), ("roc_held_out", h.roc_chart())):
+        chart.save(str(results / f"{cname}.html"))
+    (results / "transfer_report.json").write_text(json.dumps(rep.to_dict(), indent=1, default=float))
+    rep.per_family_table().to_csv(results / "per_family.csv")
     if args.write_default:
-        from corevital_widgets.analysis.risk import DEFAULT_MODEL_FILE
+        write_features(df, FEATURES_CSV)
+        import corevital_widgets as corevital
+        from corevital_widgets.trace.fingerprint import model_fingerprint
 
-        final = RiskModel().fit(features, wrong)
-        final.meta.update(model="SmolLM2-135M-Instruct", suite="corevital_widgets.suite.build_suite(seed=0)",
-                          max_new_tokens=args.max_new_tokens, label="1 = wrong answer (normalised match)",
-                          C_selection="inner 5-fold log-loss over the training data", cv_auroc=report.auroc, cv_ece=report.ece, cv_brier=report.brier)
-        DEFAULT_MODEL_FILE.parent.mkdir(parents=True, exist_ok=True)
+        final = fit_shipped_risk(df, wrong, fam, report=rep)
+        fingerprint = model_fingerprint(corevital.load_default_model()[0])
+        final.meta.update(fingerprint=fingerprint, model_name="SmolLM2-135M-Instruct",
+                          suite="corevital_widgets.suite.build_suite(seed=0)",
+                          short_tokens=args.short_tokens, free_tokens=args.free_tokens,
+                          label="1 = wrong answer (suite.grade)", features_table=str(FEATURES_CSV.relative_to(ROOT)))
         final.save(DEFAULT_MODEL_FILE)
-        print(f"wrote the shipped coefficients to {DEFAULT_MODEL_FILE}")
-    print(f"charts and report written to {args.results_dir}")
+        print(f"wrote {FEATURES_CSV} and the shipped coefficients ({final.meta['feature_set']!r}) to {DEFAULT_MODEL_FILE}")
+    print(f"charts and report written to {results}")
 
 
 if __name__ == "__main__":

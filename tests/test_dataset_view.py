@@ -50,12 +50,16 @@ def test_rows_are_the_traceset_summaries(smollm2_traceset):
 
 def test_risk_is_the_risk_models_prediction(smollm2_traceset):
     ts, _, _ = smollm2_traceset
-    view = _view(smollm2_traceset)
-    model = RiskModel.load_default(ts[0])
+    shipped = RiskModel.load_default(ts[0])
+    np.testing.assert_array_equal(_view(smollm2_traceset).risks, shipped.predict_proba(ts))  # all inside its range
+    # a model whose training range ends at the median of these runs: the runs above get no number
+    model = RiskModel.from_json(shipped.to_json())
+    feats = ts.to_pandas()[model.feature_names].to_numpy()
+    model.train_max_ = np.minimum(model.train_max_, np.median(feats, axis=0))
+    view = _view(smollm2_traceset, risk_model=model)
     expected = model.predict_proba(ts)
-    # a run outside the model's training range gets no number, and the row says why
     outside = np.array([bool(model.outside_range(t)) for t in ts])
-    assert outside.any() and not outside.all(), "this suite has runs inside and outside the training range"
+    assert outside.any() and not outside.all()
     np.testing.assert_array_equal(view.risks[~outside], expected[~outside])
     assert np.isnan(view.risks[outside]).all()
     assert view.rows["risk"] == [None if o else float(e) for o, e in zip(outside, expected)]
@@ -185,7 +189,11 @@ def test_the_badge_shows_the_same_risk_as_the_summary(smollm2_trace):
         assert f"risk: {meta['risk']['description']}" in tr.summary()
     else:
         assert meta["risk"]["value"] == value and meta["risk"]["label"] == "calibrated"
-        assert meta["risk"]["description"] == "calibrated probability of a wrong answer"
+        # ... with what the model earned on question families it was not fitted on (not the in-family figure)
+        held = model.meta["held_out"]
+        assert meta["risk"]["description"].startswith("calibrated probability of a wrong answer (")
+        assert f"on question families it was not fitted on: AUROC {held['auroc']:.2f}" in meta["risk"]["description"]
+        assert meta["risk"]["description"] in tr.summary()
         assert f"risk: {value:.2f} ({meta['risk']['description']})" in tr.summary()
     # the dashboard carries it too; views that do not show it do not compute it
     assert decode_arrays(trace_payload(tr, "dashboard"))[0]["risk"] == meta["risk"]
@@ -241,7 +249,8 @@ def test_unscorable_rows_get_no_risk_and_an_empty_set_shows_no_rows(smollm2_trac
     ts, _, correct = smollm2_traceset
     traces = list(ts)
     summaries = [dict(s) for s in ts.summaries]
-    summaries[1]["basin_mean"] = float("nan")  # what a trace made with prompt_telemetry=False has
+    used = RiskModel.load_default(ts[0]).feature_names[0]
+    summaries[1][used] = float("nan")  # a feature the model needs is undefined (e.g. prompt_telemetry=False)
     partial = TraceSet(prompts=list(ts.prompts), keys=list(ts.keys), summaries=summaries, _traces=traces)
     view = DatasetView(partial, correct)
     model = view.risk_model

@@ -42,11 +42,14 @@ def test_risk_notebook_shows_the_dataset_view_and_the_reliability_diagram(execut
     assert len(dataset) == 1
     ds = dataset[0]
     n = len(ds["rows"]["prompt"])
-    assert n == 8 and len(ds["rows"]["risk"]) == n and all(0 <= r <= 1 for r in ds["rows"]["risk"])
+    # a risk is a probability, or None where it is withheld (outside the calibrated range, "n/s")
+    risks = ds["rows"]["risk"]
+    assert n == 8 and len(risks) == n and all(r is None or 0 <= r <= 1 for r in risks)
+    assert [r is None for r in risks] == ds["rows"]["risk_withheld"]
     assert set(ds["rows"]["correct"]) == {True, False}  # graded, both outcomes present
     assert ds["table"]["sort"] == "risk" and ds["table"]["desc"] is True
     # the riskiest row is open, its dashboard payload embedded
-    assert ds["loaded_row"] == ds["row"] == max(range(n), key=lambda i: ds["rows"]["risk"][i])
+    assert ds["loaded_row"] == ds["row"] == max(range(n), key=lambda i: -1.0 if risks[i] is None else risks[i])
     assert any(b["path"] == ["data"] for b in state[next(m for m in views if state[m]["state"] is ds)].get("buffers", []))
     # the reliability diagram: Altair's output (a Vega-Lite spec, or the HTML that embeds it)
     charts = [json.dumps(o["data"].get(VEGA_LITE)) if VEGA_LITE in o.get("data", {}) else o["data"].get("text/html", "")

@@ -118,7 +118,8 @@ def test_summary_names_verdict_tokens_and_where_flags_fired(smollm2_trace):
         assert "risk: no probability shown" in text and outside[0] in text and "fit corevital.RiskModel" in text
         assert f"risk: {risk:.2f}" not in text
     else:
-        assert f"risk: {risk:.2f} (calibrated probability of a wrong answer)" in text
+        assert f"risk: {risk:.2f} (calibrated probability of a wrong answer (" in text  # + what it earned held out
+        assert "on question families it was not fitted on" in text
 
 
 def test_cli_summary_of_saved_trace(tmp_path, smollm2_trace, capsys):

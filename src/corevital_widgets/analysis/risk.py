@@ -199,6 +199,9 @@ class RiskReport:
     roc: "pd.DataFrame" = field(repr=False)
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
     baseline_rocs: dict[str, "pd.DataFrame"] = field(default_factory=dict, repr=False)
+    #: with ``groups``: one row per group (n, n_positive, the score's AUROC, its interval and ECE,
+    #: each baseline's AUROC and interval); NaN where a group holds one class only
+    per_group: "pd.DataFrame | None" = field(default=None, repr=False)
 
     def table(self) -> "pd.DataFrame":
         """One row for the score and one per baseline: AUROC, its 95% interval, ECE, Brier."""
@@ -211,9 +214,12 @@ class RiskReport:
         return pd.DataFrame(rows).set_index("score")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"auroc": self.auroc, "auroc_ci": list(self.auroc_ci), "ece": self.ece, "brier": self.brier, "n": self.n,
-                "n_positive": self.n_positive, "baselines": {k: {"auroc": v["auroc"], "auroc_ci": list(v["auroc_ci"])} for k, v in self.baselines.items()},
-                "reliability": self.reliability.replace({np.nan: None}).to_dict(orient="list")}
+        d = {"auroc": self.auroc, "auroc_ci": list(self.auroc_ci), "ece": self.ece, "brier": self.brier, "n": self.n,
+             "n_positive": self.n_positive, "baselines": {k: {"auroc": v["auroc"], "auroc_ci": list(v["auroc_ci"])} for k, v in self.baselines.items()},
+             "reliability": self.reliability.replace({np.nan: None}).to_dict(orient="list")}
+        if self.per_group is not None:
+            d["per_group"] = self.per_group.reset_index().astype(object).where(self.per_group.reset_index().notna(), None).to_dict(orient="records")
+        return d
 
     def reliability_chart(self) -> Any:
         """Altair reliability diagram: observed rate vs mean prediction per bin (size = count), with the diagonal."""
@@ -242,11 +248,15 @@ class RiskReport:
 
 
 def evaluate_risk(scores: Any, labels: Any, *, baselines: Mapping[str, Any] | None = None,
-                  n_bootstrap: int = 1000, seed: int = 0) -> RiskReport:
+                  groups: Any = None, n_bootstrap: int = 1000, seed: int = 0) -> RiskReport:
     """Evaluate risk probabilities ``scores`` (in [0, 1]) against binary ``labels`` (1 = wrong answer).
 
     baselines: other scores by name (any real-valued, higher = riskier; e.g. 1 − mean max-prob,
     mean token entropy, − sequence log-likelihood); only their AUROC and interval are computed.
+    groups: one label per score (e.g. the question family); the report's ``per_group`` then has
+    every group's AUROC with its interval, for the score and each baseline, and the score's ECE.
+    For a transfer claim the scores must come from models that never saw the group they score
+    (see :mod:`~corevital_widgets.analysis.transfer`).
     Raises ValueError on NaN/Inf scores, mismatched lengths, non-binary or single-class labels.
     """
     s = _as_scores(scores)
@@ -264,7 +274,40 @@ def evaluate_risk(scores: Any, labels: Any, *, baselines: Mapping[str, Any] | No
             raise ValueError(f"baseline {name!r} has {bs.size} values but scores has {s.size}")
         report.baselines[name] = {"auroc": feature_auroc(bs, y), "auroc_ci": bootstrap_auroc_ci(bs, y, n_bootstrap, seed)}
         report.baseline_rocs[name] = roc_points(bs, y)
+    if groups is not None:
+        report.per_group = _per_group(s, y, {k: np.asarray(v, dtype=np.float64) for k, v in (baselines or {}).items()},
+                                      groups, n_bootstrap, seed)
     return report
+
+
+def _per_group(s: np.ndarray, y: np.ndarray, baselines: Mapping[str, np.ndarray], groups: Any, n_bootstrap: int,
+               seed: int) -> "pd.DataFrame":
+    import pandas as pd
+
+    g = np.asarray(groups).astype(str)
+    if g.shape != s.shape:
+        raise ValueError(f"groups has {g.size} entries but scores has {s.size}; pass one group per score")
+    rows = []
+    for name in sorted(set(g.tolist())):
+        m = g == name
+        yy = y[m]
+        two = 0 < yy.sum() < yy.size
+        row: dict[str, Any] = {"group": name, "n": int(m.sum()), "n_positive": int(yy.sum())}
+
+        def put(prefix: str, v: np.ndarray) -> None:
+            if two:
+                row[f"{prefix}auroc"] = float(_auroc_rows(v[m][None], yy[None])[0])
+                row[f"{prefix}ci_lo"], row[f"{prefix}ci_hi"] = bootstrap_auroc_ci(v[m], yy, n_bootstrap, seed)
+            else:
+                row[f"{prefix}auroc"] = row[f"{prefix}ci_lo"] = row[f"{prefix}ci_hi"] = math.nan
+
+        put("", s)
+        row["ece"] = expected_calibration_error(s[m], yy)
+        row["mean_risk"], row["wrong_rate"] = float(s[m].mean()), float(yy.mean())
+        for bname, b in baselines.items():
+            put(f"{bname}: ", b)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("group")
 
 
 # ------------------------------------------------------------------------------ heuristic
@@ -530,6 +573,8 @@ class TraceRisk:
     kind: str
     #: features outside the fitted model's training range (the value is then extrapolated)
     outside: tuple[str, ...] = ()
+    #: what the model earned on question families it was not fitted on, in words ("" if unknown)
+    validation: str = ""
 
     @property
     def calibrated(self) -> bool:
@@ -549,7 +594,7 @@ class TraceRisk:
             return (f"no probability shown: this run's {names} {'is' if len(self.outside) == 1 else 'are'} outside the range "
                     "the risk model was calibrated on, where its number cannot be trusted; fit corevital.RiskModel on "
                     "your own labelled answers for runs like this")
-        return "calibrated probability of a wrong answer"
+        return "calibrated probability of a wrong answer" + (f" ({self.validation})" if self.validation else "")
 
     @property
     def shown(self) -> float | None:
@@ -577,4 +622,18 @@ def trace_risk(trace: "Trace", risk_model: Any = None) -> TraceRisk | None:
         return None
     if not np.isfinite(value):
         return None
-    return TraceRisk(value, str(risk_model.kind), tuple(risk_model.outside_range(trace)))
+    return TraceRisk(value, str(risk_model.kind), tuple(risk_model.outside_range(trace)), validation_text(risk_model))
+
+
+def validation_text(risk_model: "RiskModel") -> str:
+    """The family-held-out figure a fitted model's meta records, in words (what the badge and
+    ``summary()`` show next to its probability); "" when the model carries none."""
+    h = (risk_model.meta or {}).get("held_out") if risk_model.kind != "heuristic" else None
+    if not isinstance(h, Mapping) or "auroc" not in h:
+        return ""
+    what = risk_model.meta.get("feature_set")
+    text = (f"{f'a calibrated {what}; ' if what else ''}on question families it was not fitted on: "
+            f"AUROC {h['auroc']:.2f}, ECE {h.get('ece', float('nan')):.2f}")
+    if "best_baseline" in h:
+        text += f"; the plain {h['best_baseline']} ranks with {h['best_baseline_auroc']:.2f}"
+    return text
