@@ -661,6 +661,24 @@ def test_verdict_blame_and_vs_normal_in_jupyterlab(lab, browser, smollm2):
         assert int(heat.get_attribute("data-unusual")) == int(np.sum(np.abs(z[np.isfinite(z)]) > dev.threshold))
         assert "vs this model's normal" in heat.locator(".cv-heat-z-legend").inner_text()
         pg.screenshot(path=str(ARTIFACTS / "e2e_verdict_blame.png"), full_page=True)
+
+        # a theme switch (JupyterLab's own menu) redraws the canvases at once, not at the next click:
+        # the heatmap's label text was light on the dark theme and is dark on the light one
+        def label_luminance() -> float:
+            return heat.locator("canvas").evaluate(
+                """c => { const d = c.getContext('2d').getImageData(0, 0, 28, c.height).data; let best = -1, lum = 0;
+                          for (let i = 0; i < d.length; i += 4) if (d[i + 3] > best) { best = d[i + 3];
+                            lum = (0.2126 * d[i] + 0.7152 * d[i + 1] + 0.0722 * d[i + 2]) / 255; }
+                          return lum; }""")
+
+        assert label_luminance() > 0.5
+        draws = int(heat.get_attribute("data-theme-draws") or 0)
+        pg.locator(".lm-MenuBar-itemLabel", has_text="Settings").click()
+        pg.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
+        pg.locator(".lm-Menu-itemLabel", has_text="JupyterLab Light").click()
+        _wait_for(lambda: int(heat.get_attribute("data-theme-draws") or 0) > draws, 10, "a redraw on the theme switch")
+        _wait_for(lambda: label_luminance() < 0.5, 5, "dark label text on the light theme")
+        pg.screenshot(path=str(ARTIFACTS / "e2e_theme_light.png"), full_page=False)
         assert not errors, errors
     finally:
         pg.close()

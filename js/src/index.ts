@@ -1,30 +1,9 @@
-/** anywidget entry point: one module, the view chosen by the model's `view` trait. */
-import type { AnyModel } from "@anywidget/types";
-import { mountBadge } from "./components/badge";
-import { mountDashboard } from "./components/dashboard";
-import { mountDataset } from "./components/dataset";
-import { mountGraph } from "./components/graph";
-import { mountHeatmap } from "./components/heatmap";
-import { mountTimeline } from "./components/timeline";
-import { Store } from "./store";
-import { CSS } from "./styles";
-
-export const VIEWS: Record<string, (el: HTMLElement, store: Store) => () => void> = {
-  dashboard: mountDashboard, badge: mountBadge, timeline: mountTimeline, heatmap: mountHeatmap, graph: mountGraph,
-  dataset: mountDataset,
-};
-
-/** Render one view into `el`; returns the cleanup anywidget calls when the view goes away. */
-export function render({ model, el }: { model: AnyModel; el: HTMLElement }): () => void {
-  const store = new Store(model);
-  const view = String(model.get("view") || "dashboard");
-  el.classList.add("cv-root", `cv-view-${view}`);
-  const style = document.createElement("style");
-  style.textContent = CSS;
-  el.append(style);
-  const unmount = (VIEWS[view] ?? mountDashboard)(el, store);
-  el.dataset.ready = "1";
-  return () => { unmount(); store.dispose(); style.remove(); };
-}
+/**
+ * anywidget entry point. Only a default export `{ render }`: anywidget (>= 0.9; 0.11.0 here) logs a
+ * deprecation warning on every render when the module exports `render` directly (its loader checks
+ * `mod.render` before `mod.default`), see https://github.com/manzt/anywidget/pull/395. Nothing else is
+ * exported from here; tests import `render` and `VIEWS` from ./render.
+ */
+import { render } from "./render";
 
 export default { render };

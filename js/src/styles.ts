@@ -12,8 +12,13 @@ export const CSS = `
 .cv-root select, .cv-root button, .cv-root input { font: inherit; color: inherit; background: var(--jp-layout-color1, #fff);
   border: 1px solid var(--jp-border-color1, #bbb); border-radius: 3px; }
 .cv-root *:focus-visible { outline: 2px solid var(--jp-brand-color1, #1976d2); }
-.cv-legend { display: flex; gap: 6px; align-items: center; font-size: 11px; color: var(--jp-ui-font-color2, #666); }
+.cv-legend { display: flex; flex-wrap: nowrap; gap: 6px; align-items: center; font-size: 11px; color: var(--jp-ui-font-color2, #666);
+  white-space: nowrap; max-width: 100%; min-width: 0; overflow: hidden; }
+.cv-legend > * { flex: none; }
+.cv-legend .cv-legend-unit { flex: 0 1 auto; min-width: 0; overflow: hidden; text-overflow: ellipsis; } /* ellipsis as a last resort */
 .cv-legend-bar { display: inline-block; width: 120px; height: 10px; border-radius: 2px; }
+.cv-heat-legend { gap: 4px; cursor: help; }
+.cv-heat-legend .cv-legend-bar { width: 72px; }
 .cv-badge { display: flex; flex-wrap: wrap; gap: 4px 14px; align-items: center; }
 .cv-badge-head { display: flex; gap: 6px; align-items: center; font-weight: 600; }
 .cv-light { display: inline-block; width: 14px; height: 14px; border-radius: 50%; border: 1px solid rgba(0,0,0,.25); }
@@ -59,7 +64,7 @@ export const CSS = `
 .cv-alt-bar { display: inline-block; height: 8px; background: var(--jp-brand-color2, #64b5f6); }
 .cv-heat-canvas { display: block; cursor: pointer; }
 .cv-heat-color option:disabled { color: var(--jp-ui-font-color3, #999); }
-.cv-noattn-swatch { display: inline-block; width: 14px; height: 10px; border-radius: 2px; margin-left: 6px;
+.cv-noattn-swatch { display: inline-block; width: 14px; height: 10px; border-radius: 2px; margin-left: 4px;
   background: repeating-linear-gradient(135deg, var(--jp-layout-color2, #e4e4e4) 0 3px, var(--jp-ui-font-color3, #999) 3px 4px); }
 .cv-graph-body { max-height: 320px; overflow: auto; border: 1px solid var(--jp-border-color2, #ddd); border-radius: 3px; padding: 4px; }
 .cv-graph-inner { position: relative; padding-top: 40px; }
@@ -85,6 +90,7 @@ export const CSS = `
 .cv-ds-row .cv-light { width: 10px; height: 10px; vertical-align: middle; }
 .cv-ok { color: var(--jp-success-color1, #2e7d32); font-weight: 700; } .cv-wrong { color: var(--jp-error-color1, #d32f2f); font-weight: 700; }
 .cv-ds-correct-cell { text-align: center; }
+.cv-ds-expected-hint { font-weight: normal; color: var(--jp-ui-font-color2, #666); }
 .cv-ds-risk-label { display: inline-flex; gap: 4px; align-items: center; }
 .cv-ds-status.cv-ds-error { color: var(--jp-error-color1, #d32f2f); }
 .cv-ds-dashboard { border-top: 1px solid var(--jp-border-color2, #ddd); padding-top: 8px; }

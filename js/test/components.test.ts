@@ -3,7 +3,7 @@ import { flagRows, whereText } from "../src/components/badge";
 import { arcControl, edgeStyle, edgesMatch, visibleEdges } from "../src/components/graph";
 import { headMark, heatData, heatLayout, hitCell } from "../src/components/heatmap";
 import { curveLayout, curveX, metricValues, stepAt, topKRows } from "../src/components/timeline";
-import { render } from "../src/index";
+import { render } from "../src/render";
 import { decodePayload } from "../src/payload";
 import { DEFAULT_OPTIONS } from "../src/store";
 import { edgesPayload, fakeModel, samplePayload } from "./helpers";

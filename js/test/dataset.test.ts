@@ -1,8 +1,8 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { riskInfo } from "../src/components/badge";
-import { DEFAULT_TABLE, filterRows, nextSort, sortRows, toRows, visibleRows, type TableState } from "../src/components/dataset";
+import { DEFAULT_TABLE, filterRows, HINT_CHARS, nextSort, sortRows, toRows, visibleRows, wrongHint, type TableState } from "../src/components/dataset";
 import { hasLens, lensData, lensLayout, lensToken } from "../src/components/heatmap";
-import { render } from "../src/index";
+import { render } from "../src/render";
 import { decodePayload } from "../src/payload";
 import { DEFAULT_OPTIONS } from "../src/store";
 import { fakeModel, lensPayload, samplePayload } from "./helpers";
@@ -99,12 +99,36 @@ describe("dataset view", () => {
     expect(el.querySelector("th[data-col='risk']")!.textContent).toContain("calibrated");
     const r2 = el.querySelector("tr[data-row='2']")!;
     expect(r2.querySelector(".cv-ds-risk-cell")!.textContent).toBe("0.90");
-    expect(r2.querySelector(".cv-ds-correct-cell")!.textContent).toBe("✗");
+    // a wrong answer shows what was expected next to the ✗ (the column may be scrolled out of view)
+    expect(r2.querySelector(".cv-ds-correct-cell")!.textContent).toBe("✗ (expected: 56)");
     // outside the risk model's calibrated range: no number, and the cell says why
     const withheld = el.querySelector("tr[data-row='3'] .cv-ds-risk-cell") as HTMLElement;
     expect(withheld.textContent).toBe("n/s");
     expect(withheld.title).toContain("outside the range the risk model was calibrated on");
     expect((el.querySelector(".cv-ds-dashboard") as HTMLElement).hidden).toBe(true);
+  });
+
+  it("shows the expected answer next to ✗ (short, the whole of it on hover), and nothing next to ✓ or –", () => {
+    const { el } = mount();
+    const cell = (i: number) => el.querySelector(`tr[data-row='${i}'] .cv-ds-correct-cell`) as HTMLElement;
+    expect(cell(3).textContent).toBe("✗ (expected: Lima)");
+    expect(cell(3).title).toBe("wrong; expected: Lima");
+    expect(cell(3).querySelector(".cv-ds-expected-hint")!.textContent).toBe(" (expected: Lima)");
+    expect(cell(0).textContent).toBe("✓");
+    expect(cell(4).textContent).toBe("–");
+    // also when the expected column itself is hidden (the row still carries it)
+    const other = mount({ columns: { risk_label: "calibrated", graded: true, has_expected: false } });
+    expect((other.el.querySelector("tr[data-row='2'] .cv-ds-correct-cell") as HTMLElement).textContent).toBe("✗ (expected: 56)");
+  });
+
+  it("words the hint purely: none without an expected answer, long ones cut", () => {
+    expect(wrongHint({ correct: false, expected: "Lima" })).toBe("(expected: Lima)");
+    expect(wrongHint({ correct: false, expected: null })).toBeNull();
+    expect(wrongHint({ correct: false, expected: "  " })).toBeNull();
+    expect(wrongHint({ correct: true, expected: "Lima" })).toBeNull();
+    expect(wrongHint({ correct: null, expected: "Lima" })).toBeNull();
+    const long = wrongHint({ correct: false, expected: "The mitochondria is the powerhouse of the cell" })!;
+    expect(long).toBe(`(expected: ${"The mitochondria is the powerhouse of the cell".slice(0, HINT_CHARS - 1)}…)`);
   });
 
   it("hides the expected and correct columns when there is nothing to show", () => {
@@ -227,7 +251,8 @@ describe("logit lens view", () => {
     expect(Array.from(d.top1)).toEqual([11, 12, 99, 12, 12, 11]);
     expect(lensToken(d, 12)).toBe('" scatters"');
     expect(lensToken(d, 99)).toBe("#99"); // not decoded
-    expect(d.hi).toBeCloseTo(2.1, 5);
+    // the lens entropy has a fixed scale (0-16 bits), no longer this trace's largest value (2.1 bits)
+    expect([d.lo, d.hi]).toEqual([0, 16]);
     const g = lensLayout(30, 64, 520);
     expect(g.width).toBeLessThanOrEqual(520);
     expect(hasLens(decodePayload(samplePayload()))).toBe(false);

@@ -1,6 +1,7 @@
 /** Test helpers: a payload encoder (the layout of payload.py) and an in-memory anywidget model. */
 import type { AnyModel } from "@anywidget/types";
-import { render } from "../src/index";
+import { vi } from "vitest";
+import { render } from "../src/render";
 import { DEFAULT_OPTIONS } from "../src/store";
 
 type Num = { dtype: "f4" | "i4" | "f2" | "u1"; shape: number[]; values: number[] };
@@ -163,6 +164,37 @@ export function mountView(view: string, data: Uint8Array, extra: Record<string, 
   });
   const el = document.createElement("div");
   document.body.append(el);
-  render({ model, el });
-  return { model, el };
+  const cleanup = render({ model, el });
+  mounted.push(cleanup);
+  return { model, el, cleanup };
+}
+
+const mounted: Array<() => void> = [];
+
+/** Clean up every view mountView rendered (their listeners and theme observers), as anywidget does when a view goes away. */
+export function unmountAll(): void {
+  for (const c of mounted.splice(0)) c();
+}
+
+export interface CanvasOp { canvas: HTMLCanvasElement; op: string; args: any[]; fillStyle: string; strokeStyle: string }
+
+/** happy-dom has no 2-D canvas: give every canvas a recording context (each call with the fill and
+ * stroke style in force), so tests can read what was drawn and in which colour. Call restore() after. */
+export function recordCanvas() {
+  const ops: CanvasOp[] = [];
+  const spy = vi.spyOn(HTMLCanvasElement.prototype, "getContext").mockImplementation(function (this: HTMLCanvasElement) {
+    const canvas = this;
+    const state: Record<string, any> = { fillStyle: "#000000", strokeStyle: "#000000", lineWidth: 1, globalAlpha: 1, font: "", textAlign: "start" };
+    return new Proxy(state, {
+      get: (t, k: string) => (k in t ? t[k] : (...args: any[]) => { ops.push({ canvas, op: k, args, fillStyle: t.fillStyle, strokeStyle: t.strokeStyle }); }),
+      set: (t, k: string, v) => { t[k] = v; return true; },
+    }) as any;
+  });
+  /** The fill colour of the last rectangle drawn at (x, y) on a canvas. */
+  const fillAt = (canvas: HTMLCanvasElement, x: number, y: number): string | undefined =>
+    ops.filter((o) => o.canvas === canvas && o.op === "fillRect" && o.args[0] === x && o.args[1] === y).pop()?.fillStyle;
+  /** The fill colour of the last text drawn on a canvas. */
+  const textColor = (canvas: HTMLCanvasElement, text: string): string | undefined =>
+    ops.filter((o) => o.canvas === canvas && o.op === "fillText" && o.args[0] === text).pop()?.fillStyle;
+  return { ops, fillAt, textColor, restore: () => spy.mockRestore() };
 }

@@ -1,6 +1,7 @@
 /** Hybrid stacks (Jamba, Qwen3-Next, LFM2…): layers without softmax attention read "no attention". */
 import { beforeEach, describe, expect, it } from "vitest";
 import { heatData, heatLayout, heatTip, NO_ATTENTION } from "../src/components/heatmap";
+import { heatColor } from "../src/scales";
 import { decodePayload, noAttentionLayers } from "../src/payload";
 import { DEFAULT_OPTIONS } from "../src/store";
 import { edgesPayload, hybridPayload, mountView, noAttentionEdges, samplePayload } from "./helpers";
@@ -33,14 +34,17 @@ describe("head heatmap of a hybrid stack", () => {
     const d = heatData(p, { ...DEFAULT_OPTIONS }, 0)!;
     expect([...d.noAttention]).toEqual([0]);
     expect(Number.isFinite(d.lo) && Number.isFinite(d.hi)).toBe(true);
-    expect(d.hi).toBe(2.5); // the largest finite entropy of step 0 (layer 1; layer 0 and head 2 are NaN)
+    // the scale is the fixed attention-entropy domain (0-10 bits), no longer the step's largest finite
+    // value (2.5): NaN cannot leak into it, and a colour means the same number at every step
+    expect([d.lo, d.hi]).toEqual([0, 10]);
+    expect(heatColor(d.values[2], d.def)).toBe("#888"); // layer 0 (no attention) is NaN: grey, never a colour of the scale
     expect(heatTip(d, 3, 0, 1)).toBe(`layer 0 · ${NO_ATTENTION}`);
     expect(heatTip(d, 3, 0, null)).toContain("no attention");
     expect(heatTip(d, 3, 1, 0)).toBe("layer 1, head 0: attention entropy 2 bits");
     expect(heatTip(d, 3, 1, 2)).not.toContain("no attention"); // a NaN head of a layer WITH attention
     const pr = heatData(p, { ...DEFAULT_OPTIONS, heat_source: "prompt", heat_value: "basin" }, 0)!;
     expect([...pr.noAttention]).toEqual([0]);
-    expect(pr.hi).toBe(2);
+    expect([pr.lo, pr.hi]).toEqual([0.01, 100]); // basin: a fixed log scale, not the prompt's largest value (2)
   });
 
   it("tells the user which layers have no attention (legend and tooltip) and still selects them", () => {
@@ -50,8 +54,9 @@ describe("head heatmap of a hybrid stack", () => {
     expect(root.dataset.noAttention).toBe("0");
     expect(root.dataset.collapsed).toBe("0"); // NaN never counts as a collapsed head
     expect(root.dataset.focused).toBe("1");
-    expect(root.querySelector(".cv-heat-noattn")!.textContent).toContain("no attention (state-space");
-    expect(root.querySelector(".cv-heat-noattn")!.textContent).toContain("layer 0");
+    // the legend is one compact line: the layers visibly, what "no attention" means on hover
+    expect(root.querySelector(".cv-heat-noattn")!.textContent).toBe("no attention: layer 0");
+    expect(root.querySelector<HTMLElement>(".cv-heat-noattn")!.title).toContain("no attention (state-space");
 
     const canvas = root.querySelector("canvas") as HTMLCanvasElement;
     const tip = root.querySelector(".cv-tip") as HTMLElement;

@@ -161,7 +161,8 @@ describe("heatmap vs normal", () => {
     model.set("options", { ...model.get("options"), heat_value: "basin" });
     expect(root.dataset.value).toBe("basin");
     expect(root.dataset.unusual).toBe("1"); // basin: (0, 2) at +12
-    expect(root.querySelector(".cv-heat-z-legend")!.textContent).toContain("log basin");
+    // the legend is one compact line; which statistic (log basin) is in its tooltip
+    expect(root.querySelector<HTMLElement>(".cv-heat-z-legend")!.title).toContain("log basin");
     model.set("options", { ...model.get("options"), heat_source: "step" }); // steps: entropy and concentration only
     expect(Array.from((root.querySelector(".cv-heat-value") as HTMLSelectElement).options).map((o) => o.value)).toEqual(["entropy", "concentration"]);
     expect(root.dataset.value).toBe("entropy");

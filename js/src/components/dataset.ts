@@ -128,6 +128,17 @@ export function nextSort(state: TableState, key: ColumnKey): TableState {
   return { ...state, sort: key, desc: def ? def.firstDesc : false };
 }
 
+/** Longest expected answer shown in full next to ✗ (longer ones are cut with "…"; the cell's title has it whole). */
+export const HINT_CHARS = 24;
+
+/** The text after ✗ for a wrong answer whose row carries the expected one: "(expected: Lima)"; null otherwise (pure). */
+export function wrongHint(r: Pick<DatasetRow, "correct" | "expected">): string | null {
+  if (r.correct !== false || r.expected === null || r.expected === undefined) return null;
+  const e = String(r.expected).replace(/\s+/g, " ").trim();
+  if (!e) return null;
+  return `(expected: ${e.length > HINT_CHARS ? `${e.slice(0, HINT_CHARS - 1)}…` : e})`;
+}
+
 const PAGE = 200;
 
 export function mountDataset(el: HTMLElement, store: Store): () => void {
@@ -187,10 +198,18 @@ export function mountDataset(el: HTMLElement, store: Store): () => void {
       case "prompt": return h("td", { class: "cv-ds-text", title: r.prompt, text: r.prompt });
       case "answer": return h("td", { class: "cv-ds-text cv-ds-answer", title: r.answer, text: r.answer });
       case "expected": return h("td", { class: "cv-ds-text", text: r.expected ?? "" });
-      case "correct": return h("td", {
-        class: `cv-ds-correct-cell ${r.correct === null ? "cv-muted" : r.correct ? "cv-ok" : "cv-wrong"}`,
-        text: r.correct === null ? "–" : r.correct ? "✓" : "✗", title: r.correct === null ? "ungraded" : r.correct ? "correct" : "wrong",
-      });
+      case "correct": {
+        const td = h("td", {
+          class: `cv-ds-correct-cell ${r.correct === null ? "cv-muted" : r.correct ? "cv-ok" : "cv-wrong"}`,
+          text: r.correct === null ? "–" : r.correct ? "✓" : "✗", title: r.correct === null ? "ungraded" : r.correct ? "correct" : "wrong",
+        });
+        const hint = wrongHint(r);
+        if (hint) { // a wrong answer says what was expected, right there (the full text on hover)
+          td.append(h("span", { class: "cv-ds-expected-hint", text: ` ${hint}` }));
+          td.title = `wrong; expected: ${r.expected}`;
+        }
+        return td;
+      }
       case "risk": {
         const td = h("td", { class: `cv-num cv-ds-risk-cell${r.riskWithheld ? " cv-ds-risk-withheld cv-muted" : ""}`,
           text: r.risk === null ? (r.riskWithheld ? "n/s" : "–") : r.risk.toFixed(2) });

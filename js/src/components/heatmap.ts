@@ -1,8 +1,9 @@
 /** Head heatmap: layers x heads on a canvas, for the selected step or for the prompt; coloured by
  * value or ("vs normal") by each head's z-score against the model's baseline. */
-import { h, observeResize, sizeCanvas, themeColor, widthOf } from "../dom";
+import { h, observeResize, observeTheme, sizeCanvas, themeColor, widthOf } from "../dom";
 import { noAttentionLayers, type Payload } from "../payload";
-import { css, fmt, interpolate, RAMP_DIVERGE, RAMP_HEAT, zColor } from "../scales";
+import { css, fmt, HEAT_METRICS, heatColor, interpolate, legendEnds, legendText, metricDomain, normalize, RAMP_DIVERGE, RAMP_HEAT, zColor,
+  type MetricDef } from "../scales";
 import type { Store, ViewOptions } from "../store";
 
 export interface HeatLayout { L: number; H: number; left: number; top: number; cw: number; ch: number; width: number; height: number }
@@ -32,6 +33,8 @@ export interface HeatData {
   concentration: Float32Array | null;
   label: string;
   unit: string;
+  /** The value's fixed scale (scales.ts): lo..hi never depends on the step or the trace. */
+  def: MetricDef;
   lo: number;
   hi: number;
   /** Layers without softmax attention (hybrid stacks): their row is NaN, drawn hatched as "no attention". */
@@ -60,18 +63,17 @@ export function heatData(p: Payload, opts: ViewOptions, step: number | null): He
     entropy = pick("head_entropy", s);
     concentration = pick("head_concentration", s);
   }
-  let values: Float32Array | null, label: string, unit: string;
+  let values: Float32Array | null;
   const v = opts.heat_source === "prompt" ? opts.heat_value : (opts.heat_value === "concentration" ? "concentration" : "entropy");
-  if (v === "entropy") { values = entropy; label = "attention entropy"; unit = "bits"; }
-  else if (v === "concentration") { values = concentration; label = "concentration (max weight)"; unit = "probability"; }
-  else if (v === "sink") { values = pick("prompt_sink", null); label = "sink (attention to token 0)"; unit = "probability"; }
-  else { values = pick("prompt_basin", null); label = "basin (middle ÷ other keys)"; unit = "ratio"; }
+  if (v === "entropy") values = entropy;
+  else if (v === "concentration") values = concentration;
+  else if (v === "sink") values = pick("prompt_sink", null);
+  else values = pick("prompt_basin", null);
   if (!values) return null;
-  let lo = 0, hi = v === "entropy" || v === "basin" ? 0 : 1;
-  if (hi === 0) for (let i = 0; i < values.length; i++) if (Number.isFinite(values[i]) && values[i] > hi) hi = values[i];
-  if (hi <= lo) hi = lo + 1;
+  // the value's fixed domain, not this step's min..max: a colour means the same number at every step
+  const def = HEAT_METRICS[v];
   const noAttention = noAttentionLayers(p.meta, opts.heat_source === "prompt" ? "prompt" : "step", L);
-  return { values, entropy, concentration, label, unit, lo, hi, noAttention };
+  return { values, entropy, concentration, label: def.label, unit: def.unit, def, lo: def.domain[0], hi: def.domain[1], noAttention };
 }
 
 /** Whether the payload carries z-scores against the model's baseline (a baseline exists). */
@@ -190,6 +192,7 @@ export interface LensData {
   top1: Int32Array;
   L: number;
   T: number;
+  /** The fixed scale of the lens entropy (scales.ts HEAT_METRICS.lens_entropy), the same for every trace. */
   lo: number;
   hi: number;
   /** Text of each distinct top-1 id ("" when not decoded). */
@@ -202,17 +205,15 @@ export function lensData(p: Payload): LensData | null {
   const e = p.arrays.lens_entropy, t1 = p.arrays.lens_top1;
   const [T, L] = e.shape;
   const values = new Float32Array(L * T), top1 = new Int32Array(L * T);
-  let hi = 0;
   for (let s = 0; s < T; s++) for (let l = 0; l < L; l++) {
-    const v = e.data[s * L + l];
-    values[l * T + s] = v;
+    values[l * T + s] = e.data[s * L + l];
     if (t1 && t1.data.length === L * T) top1[l * T + s] = t1.data[s * L + l];
-    if (Number.isFinite(v) && v > hi) hi = v;
   }
   const text = new Map<number, string>();
   const ids = p.arrays.lens_top1_ids?.data, pieces = p.strings.lens_top1_text;
   if (ids && pieces) for (let i = 0; i < ids.length; i++) text.set(ids[i], pieces[i] ?? "");
-  return { values, top1, L, T, lo: 0, hi: hi > 0 ? hi : 1, text };
+  const [lo, hi] = HEAT_METRICS.lens_entropy.domain;
+  return { values, top1, L, T, lo, hi, text };
 }
 
 /** Display text of a lens top-1 id: its decoded piece (JSON-quoted, so spaces show) or #id. */
@@ -264,7 +265,7 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
     source.replaceChildren(...opts);
   };
 
-  const drawLens = (p: Payload, d: LensData) => {
+  const drawLens = (d: LensData) => {
     mode = "lens";
     lens = d;
     current = null;
@@ -291,7 +292,7 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
       const gap = g.cw > 4 ? 1 : 0;
       for (let l = 0; l < d.L; l++) for (let s = 0; s < d.T; s++) {
         const v = d.values[l * d.T + s];
-        ctx.fillStyle = Number.isFinite(v) ? css(interpolate(RAMP_HEAT, (v - d.lo) / (d.hi - d.lo))) : "#888";
+        ctx.fillStyle = heatColor(v, HEAT_METRICS.lens_entropy);
         ctx.fillRect(g.left + s * g.cw, g.top + l * g.ch, g.cw - gap, g.ch - 1);
       }
       ctx.strokeStyle = fg;
@@ -299,13 +300,9 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
       if (sel.step !== null && sel.step < d.T) ctx.strokeRect(g.left + sel.step * g.cw - 1, g.top - 1, g.cw + 1, d.L * g.ch + 1);
       if (sel.layer !== null && sel.layer < d.L) ctx.strokeRect(g.left - 1, g.top + sel.layer * g.ch - 1, d.T * g.cw + 1, g.ch + 1);
     }
-    const unit = p.meta.metrics?.entropy?.unit ?? "bits";
-    legend.replaceChildren(
-      h("span", { text: fmt(d.lo) }),
-      h("span", { class: "cv-legend-bar", style: `background: linear-gradient(to right, ${[0, 0.25, 0.5, 0.75, 1].map((t) => css(interpolate(RAMP_HEAT, t))).join(", ")})` }),
-      h("span", { text: fmt(d.hi) }),
-      h("span", { class: "cv-legend-unit", text: `entropy of the next-token distribution decoded after each layer, ${unit} · x: generated step, y: layer · hover for the layer's top-1 token` }),
-    );
+    const lensDef = HEAT_METRICS.lens_entropy;
+    scaleLegend(lensDef, `${lensDef.unit} · x: step, y: layer`,
+      `${legendText(lensDef)}: ${lensDef.basis} · x: generated step, y: layer · hover a cell for the layer's top-1 token`);
   };
 
   const draw = () => {
@@ -329,7 +326,7 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
     if (value.options.length !== values.length) value.replaceChildren(...values.map((v) => h("option", { value: v, text: v })));
     value.value = values.includes(opts.heat_value) ? opts.heat_value : "entropy";
     if (!p) { info.textContent = "waiting for the trace…"; sizeCanvas(canvas, 1, 1); return; }
-    if (src === "lens" && d) { drawLens(p, d); return; }
+    if (src === "lens" && d) { drawLens(d); return; }
     mode = "heads";
     lens = null;
     title.textContent = "Heads";
@@ -367,7 +364,7 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
       const i = l * H + hh;
       const v = current.values[i];
       const x = g.left + hh * g.cw, y = g.top + l * g.ch;
-      const t = (v - current.lo) / (current.hi - current.lo);
+      const t = normalize(v, metricDomain(current.def));
       const m = current.entropy && current.concentration ? headMark(current.entropy[i], current.concentration[i], th) : null;
       if (m === "collapsed") collapsed++; else if (m === "focused") focused++;
       if (zd) {
@@ -385,7 +382,7 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
         continue;
       }
       if (!ctx) continue;
-      ctx.fillStyle = Number.isFinite(v) ? css(interpolate(RAMP_HEAT, t)) : "#888";
+      ctx.fillStyle = heatColor(v, current.def);
       ctx.fillRect(x, y, g.cw - 1, g.ch - 1);
       if (m) {
         ctx.strokeStyle = m === "collapsed" ? "#ff2d2d" : t > 0.6 ? "#202020" : "#ffffff"; // readable on bright cells
@@ -408,34 +405,49 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
     root.dataset.value = shown.heat_value;
     root.dataset.unusual = String(unusual);
     if (zd) {
+      // compact, one line: the scale and what |z| is unusual; which statistic and the colours' meaning on hover
       const lim = zd.limit;
+      const full = `${zLegend(zd)} · ${zd.label} · colours clip at ±${fmt(lim)} · blue below, red above normal` +
+        (zd.threshold !== null ? ` · outlined: beyond ±${fmt(zd.threshold)}` : "");
+      legend.title = full;
+      delete legend.dataset.scale;
       legend.replaceChildren(
-        h("span", { text: `${fmt(-lim)}` }),
+        h("span", { class: "cv-legend-lo", text: `${fmt(-lim)}` }),
         h("span", { class: "cv-legend-bar", style: `background: linear-gradient(to right, ${[0, 0.25, 0.5, 0.75, 1].map((t) => css(interpolate(RAMP_DIVERGE, t))).join(", ")})` }),
-        h("span", { text: `+${fmt(lim)}` }),
-        h("span", { class: "cv-legend-unit cv-heat-z-legend", text: `${zLegend(zd)} · ${zd.label} · blue below, red above normal` +
-          (zd.threshold !== null ? ` · outlined: beyond ±${fmt(zd.threshold)}` : "") }),
+        h("span", { class: "cv-legend-hi", text: `+${fmt(lim)}` }),
+        h("span", { class: "cv-legend-unit cv-heat-z-legend", title: full, text: zLegend(zd) }),
       );
-      if (noAtt.size) {
-        legend.append(h("span", { class: "cv-noattn-swatch" }), h("span", {
-          class: "cv-legend-unit cv-heat-noattn",
-          text: `${NO_ATTENTION}: layer${noAtt.size > 1 ? "s" : ""} ${Array.from(noAtt).join(", ")}`,
-        }));
-      }
+      noAttLegend(noAtt);
       return;
     }
+    const def = current.def;
+    const marks = def.key === "entropy" || def.key === "concentration";
+    scaleLegend(def, `${def.unit}${marks ? " · ✕ collapsed · ○ focused" : ""}`,
+      `${legendText(def)}: ${def.basis}` +
+      (marks ? ` · ✕ collapsed: entropy < ${th.collapsed_entropy_bits} bits · ○ focused: max weight > ${th.focused_concentration}` : ""));
+    noAttLegend(noAtt);
+  };
+
+  /** One compact legend line: "lo [ramp] hi unit"; the full statement of the scale (domain, unit, clipping, why) as its tooltip. */
+  const scaleLegend = (def: MetricDef, short: string, full: string) => {
+    const ends = legendEnds(def);
+    legend.title = full;
+    legend.dataset.scale = legendText(def);
     legend.replaceChildren(
-      h("span", { text: fmt(current.lo) }),
+      h("span", { class: "cv-legend-lo", text: ends.lo }),
       h("span", { class: "cv-legend-bar", style: `background: linear-gradient(to right, ${[0, 0.25, 0.5, 0.75, 1].map((t) => css(interpolate(RAMP_HEAT, t))).join(", ")})` }),
-      h("span", { text: fmt(current.hi) }),
-      h("span", { class: "cv-legend-unit", text: `${current.label}, ${current.unit} · ✕ collapsed (<${th.collapsed_entropy_bits} bits) · ○ focused (>${th.focused_concentration})` }),
+      h("span", { class: "cv-legend-hi", text: ends.hi }),
+      h("span", { class: "cv-legend-unit", title: full, text: short }),
     );
-    if (noAtt.size) {
-      legend.append(h("span", { class: "cv-noattn-swatch" }), h("span", {
-        class: "cv-legend-unit cv-heat-noattn",
-        text: `${NO_ATTENTION}: layer${noAtt.size > 1 ? "s" : ""} ${Array.from(noAtt).join(", ")}`,
-      }));
-    }
+  };
+
+  /** Layers without attention: a hatched swatch and their numbers (the full reason on hover). */
+  const noAttLegend = (noAtt: Set<number>) => {
+    if (!noAtt.size) return;
+    const layers = `layer${noAtt.size > 1 ? "s" : ""} ${Array.from(noAtt).join(", ")}`;
+    legend.append(h("span", { class: "cv-noattn-swatch" }), h("span", {
+      class: "cv-legend-unit cv-heat-noattn", title: `${NO_ATTENTION}: ${layers}`, text: `no attention: ${layers}`,
+    }));
   };
 
   const at = (ev: MouseEvent) => {
@@ -487,6 +499,9 @@ export function mountHeatmap(el: HTMLElement, store: Store): () => void {
 
   store.on(["data", "selection", "options"], draw);
   const stop = observeResize(root, draw);
+  // a light/dark switch repaints the labels, outlines and hatching in the new theme's colours at once
+  let themeDraws = 0;
+  const stopTheme = observeTheme(() => { draw(); root.dataset.themeDraws = String(++themeDraws); });
   draw();
-  return () => { stop(); root.remove(); };
+  return () => { stop(); stopTheme(); root.remove(); };
 }

@@ -1,7 +1,8 @@
 /** Token timeline: prompt + generated tokens coloured by a metric, metric curve, top-k on hover. */
-import { h, observeResize, sizeCanvas, themeColor, widthOf } from "../dom";
+import { h, observeResize, observeTheme, sizeCanvas, themeColor, widthOf } from "../dom";
 import type { Payload } from "../payload";
-import { css, fmt, interpolate, METRICS, metricDef, metricDomain, RAMP_ALARM, showToken, tokenColor, type Domain, type MetricDef } from "../scales";
+import { css, fmt, interpolate, legendEnds, legendText, METRICS, metricDef, metricDomain, RAMP_ALARM, showToken, tokenColor, type Domain,
+  type MetricDef } from "../scales";
 import type { Store } from "../store";
 
 /** Values of a metric for the generated steps and the prompt tokens (prompt: surprisal only). */
@@ -108,15 +109,20 @@ export function mountTimeline(el: HTMLElement, store: Store): () => void {
     root.dataset.metric = d.key;
     if (!p) { legend.replaceChildren(); return; }
     const vals = metricValues(p, d.key);
-    const dom = metricDomain(d, vals.gen, vals.prompt);
+    // the metric's fixed domain (scales.ts), not this trace's min..max: a colour means the same number in every trace
+    const dom = metricDomain(d);
     for (let i = 0; i < genSpans.length; i++) genSpans[i].style.background = tokenColor(vals.gen[i], d, dom);
     for (let i = 0; i < promptSpans.length; i++) promptSpans[i].style.background = tokenColor(vals.prompt[i], d, dom);
     const stops = [0, 0.25, 0.5, 0.75, 1].map((t) => css(interpolate(RAMP_ALARM, d.higherIsWorse ? t : 1 - t)));
+    const ends = legendEnds(d);
+    const scale = legendText(d);
+    legend.title = `${scale}: ${d.basis}`;
+    legend.dataset.scale = scale;
     legend.replaceChildren(
-      h("span", { class: "cv-legend-lo", text: fmt(dom.lo) }),
+      h("span", { class: "cv-legend-lo", text: ends.lo }),
       h("span", { class: "cv-legend-bar", style: `background: linear-gradient(to right, ${stops.join(", ")})` }),
-      h("span", { class: "cv-legend-hi", text: fmt(dom.hi) }),
-      h("span", { class: "cv-legend-unit", text: `${d.label}, ${d.unit}${d.log ? " (log scale)" : ""}${d.key === "surprisal" ? "" : " · prompt uncoloured"}` }),
+      h("span", { class: "cv-legend-hi", text: ends.hi }),
+      h("span", { class: "cv-legend-unit", text: `${scale}${d.key === "surprisal" ? "" : " · prompt uncoloured"}` }),
     );
     drawCurve();
   };
@@ -129,14 +135,15 @@ export function mountTimeline(el: HTMLElement, store: Store): () => void {
     if (!ctx || !p || T === 0) return;
     const d = def();
     const vals = metricValues(p, d.key).gen;
-    const dom = metricDomain(d, vals);
+    const dom = metricDomain(d); // fixed: the curve's height means the same number in every trace
     const fg = themeColor(root, "--jp-ui-font-color2", "#666");
     ctx.clearRect(0, 0, layout.width, layout.height);
     ctx.font = "10px sans-serif";
     ctx.fillStyle = fg;
     ctx.textAlign = "right";
-    ctx.fillText(fmt(dom.hi), layout.padL - 4, layout.padT + 8);
-    ctx.fillText(fmt(dom.lo), layout.padL - 4, layout.height - layout.padB);
+    const ends = legendEnds(d);
+    ctx.fillText(ends.hi, layout.padL - 4, layout.padT + 8);
+    ctx.fillText(ends.lo, layout.padL - 4, layout.height - layout.padB);
     ctx.textAlign = "left";
     ctx.fillText(`step 0`, layout.padL, layout.height - 3);
     ctx.textAlign = "right";
@@ -254,6 +261,9 @@ export function mountTimeline(el: HTMLElement, store: Store): () => void {
       if (text.scrollHeight > text.clientHeight) text.scrollTop = Math.max(0, sep.offsetTop - 2 * sep.offsetHeight);
     }
   });
+  // a light/dark switch repaints the curve (axis text and line use the theme's colours) at once
+  let themeDraws = 0;
+  const stopTheme = observeTheme(() => { drawCurve(); root.dataset.themeDraws = String(++themeDraws); });
   full();
-  return () => { stopResize(); root.remove(); };
+  return () => { stopResize(); stopTheme(); root.remove(); };
 }
