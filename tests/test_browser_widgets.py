@@ -55,8 +55,8 @@ def _notebook(work: Path) -> dict:
     )
     big = (
         "text = 'The colour of the sky comes from light scattering in air; short wavelengths scatter more. ' * 80\n"
-        "big = corevital.analyze(model, tok.decode(tok(text)['input_ids'][:500]), tok, max_new_tokens=64)\n"
-        "big_dash = show(big)\n"
+        "big_dash = show(model, tok.decode(tok(text)['input_ids'][:500]), tok, max_new_tokens=64)  # live: the prompt pass shows\n"
+        "big = big_dash.trace\n"
         f"open({str(work / 'big_bytes.json')!r}, 'w').write(json.dumps({{**big_dash.sync_nbytes(), 'P': big.n_prompt, 'T': big.n_steps}}))\n"
         f"big_dash.on_select(lambda sel: open({str(work / 'big_selections.jsonl')!r}, 'a').write(json.dumps(sel) + '\\n'))\n"
         "big_dash"
@@ -338,12 +338,23 @@ def test_dashboard_in_jupyterlab(lab, page):
 
 
 def _measure_large_prompt(pg, work: Path, timings: dict) -> None:
-    """A 500-token prompt + 64 steps: bytes sent, time to paint, click -> edges round trips (measured)."""
+    """A 500-token prompt + 64 steps: bytes sent, time to paint, click -> edges round trips (measured);
+    while the prompt pass runs, the bar names it with the blocks done (not "generating 0/64")."""
+    pg.evaluate("""() => { window.__cvProgress = []; new MutationObserver(() => {
+        const d = document.querySelectorAll('.cv-dashboard'); const e = d.length > 1 ? d[1].querySelector('.cv-progress-text') : null;
+        const t = e ? e.textContent : ''; if (t && window.__cvProgress[window.__cvProgress.length - 1] !== t) window.__cvProgress.push(t);
+        }).observe(document.body, { subtree: true, childList: true, characterData: true }); }""")
     t0 = _run_cell(pg, 2)
     big = pg.locator(".cv-dashboard").nth(1)
     big.locator(".cv-heatmap[data-cells]").wait_for(timeout=180_000)
     timings["large_cell_to_dashboard_s (includes generating 64 tokens)"] = time.perf_counter() - t0
     _wait_idle_cell(pg, 2, 60)
+    seen = pg.evaluate("() => window.__cvProgress")
+    layers = [t for t in seen if t.startswith("reading the prompt: layer ")]
+    assert layers, f"the prompt pass was never shown as a phase: {seen[:10]}"
+    first_token = next(i for i, t in enumerate(seen) if t.startswith("generating"))
+    assert all(seen.index(t) < first_token for t in layers), seen[:12]
+    timings["large_prompt_phase_updates_seen"] = len(layers)
     info = json.loads((work / "big_bytes.json").read_text())
     timings["large_P"], timings["large_T"] = info["P"], info["T"]
     timings["large_bytes_to_browser"] = info["total"]

@@ -6,6 +6,8 @@ js/test (vitest) and tests/test_browser_widgets.py (headless Chromium + JupyterL
 
 from __future__ import annotations
 
+import sys
+
 import importlib.util
 import json
 import re
@@ -148,6 +150,32 @@ def test_show_of_a_trace_and_live_generation(smollm2, smollm2_trace):
     assert dash.progress["done"] and dash.progress["step"] == tr.n_steps and dash.progress["total"] == 3
     with pytest.raises(TypeError, match="prompt"):
         show(model)
+
+
+def test_the_prompt_pass_is_a_phase_with_blocks_done(smollm2, monkeypatch):
+    """A long prompt's slow phase is the prompt pass: show() reports it block by block ("reading the
+    prompt: layer k/L"), then switches to generating at the first token; analyze reports the same
+    through on_prompt_layer."""
+    model, tok = smollm2
+    layers: list[tuple[int, int]] = []
+    tr = corevital.analyze(model, "The capital of France is", tok, max_new_tokens=2,
+                           on_prompt_layer=lambda done, total: layers.append((done, total)))
+    assert layers == [(k, tr.n_layers) for k in range(1, tr.n_layers + 1)]
+    seen: list[dict] = []
+    dash = Dashboard()
+    dash.observe(lambda ch: seen.append(dict(ch["new"])), names="progress")
+    show_module = sys.modules["corevital_widgets.widgets.show"]
+    monkeypatch.setattr(show_module, "Dashboard", lambda *a, **k: dash)  # watch the dashboard show() makes
+    assert show(model, "The capital of France is", tok, max_new_tokens=2) is dash
+    phases = [p.get("phase") for p in seen]
+    assert phases[0] == "reading the prompt" and "generating" in phases
+    prompt_updates = [p for p in seen if p.get("phase") == "reading the prompt" and "layers" in p]
+    assert [p["layer"] for p in prompt_updates] == list(range(1, tr.n_layers + 1))
+    assert phases.index("generating") > max(i for i, p in enumerate(seen) if p.get("phase") == "reading the prompt")
+    # without prompt telemetry there is no prompt phase
+    seen.clear()
+    dash.start_live(2, phase="generating")
+    assert all(p.get("phase") != "reading the prompt" for p in seen)
 
 
 def test_trace_without_prompt_telemetry_and_show_input_errors(smollm2):

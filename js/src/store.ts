@@ -23,7 +23,9 @@ export interface ViewOptions {
 export const DEFAULT_SELECTION: Selection = { step: null, token: null, layer: null, head: null, metric: "entropy" };
 export const DEFAULT_OPTIONS: ViewOptions = { heat_source: "step", heat_value: "entropy", heat_color: "value", threshold: 0.02, incoming: false };
 
-export interface Progress { step: number; total: number; done: boolean; phase?: string }
+export interface Progress { step: number; total: number; done: boolean; phase?: string; layer?: number; layers?: number }
+/** `progress.phase` while the prompt pass runs (Python's PROMPT_PHASE). */
+export const PROMPT_PHASE = "reading the prompt";
 
 function asDataView(v: unknown): DataView | null {
   if (!v) return null;

@@ -155,6 +155,9 @@ describe("a theme switch redraws the canvases", () => {
     const root = el.querySelector(".cv-heatmap") as HTMLElement;
     document.body.setAttribute("data-jp-theme-light", "true"); // first mount already saw no attribute: this is a change
     await tick();
+    // the theme redraw repeats on the next animation frame: let it land before counting
+    await new Promise((r) => requestAnimationFrame(() => r(null)));
+    await tick();
     const n = root.dataset.themeDraws;
     document.body.classList.add("lm-mod-override-cursor"); // JupyterLab toggles classes while dragging
     await tick();

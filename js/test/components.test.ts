@@ -201,3 +201,16 @@ describe("dashboard", () => {
     model.set("selection", { ...model.get("selection"), step: 2 }); // listeners removed: no throw
   });
 });
+
+describe("live progress", () => {
+  it("shows the prompt pass as a phase with blocks done, then the tokens", async () => {
+    const { progressText } = await import("../src/components/timeline");
+    const { PROMPT_PHASE } = await import("../src/store");
+    expect(progressText({ step: 0, total: 8, done: false, phase: PROMPT_PHASE, layer: 12, layers: 30 }))
+      .toEqual({ label: "reading the prompt: layer 12/30", fraction: 0.4 });
+    // before the first block reports, the phase is named (not "generating 0/8")
+    expect(progressText({ step: 0, total: 8, done: false, phase: PROMPT_PHASE }).label).toBe("reading the prompt…");
+    expect(progressText({ step: 3, total: 8, done: false, phase: "generating", layer: 30, layers: 30 }))
+      .toEqual({ label: "generating 3/8", fraction: 3 / 8 });
+  });
+});

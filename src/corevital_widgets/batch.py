@@ -35,7 +35,7 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 TRACE_SUFFIX = ".cvtrace"
 #: analyze keyword arguments that do not change the trace and so are left out of the file key.
-_UNKEYED = frozenset({"on_step", "progress"})
+_UNKEYED = frozenset({"on_step", "progress", "on_prompt_layer"})
 
 
 def _model_name(model: Any) -> str:

@@ -3,7 +3,7 @@ import { h, observeResize, observeTheme, sizeCanvas, themeColor, widthOf } from 
 import type { Payload } from "../payload";
 import { css, fmt, interpolate, legendEnds, legendText, METRICS, metricDef, metricDomain, RAMP_ALARM, showToken, tokenColor, type Domain,
   type MetricDef } from "../scales";
-import type { Store } from "../store";
+import { PROMPT_PHASE, type Progress, type Store } from "../store";
 
 /** Values of a metric for the generated steps and the prompt tokens (prompt: surprisal only). */
 export function metricValues(p: Payload, key: string): { gen: Float32Array; prompt: Float32Array } {
@@ -59,6 +59,18 @@ export function stepAt(L: CurveLayout, x: number): number | null {
 export function curveY(L: CurveLayout, v: number, d: Domain): number {
   const t = d.log ? (Math.log(Math.max(v, d.lo)) - Math.log(d.lo)) / (Math.log(d.hi) - Math.log(d.lo)) : (v - d.lo) / (d.hi - d.lo);
   return L.padT + (1 - Math.min(1, Math.max(0, t))) * (L.height - L.padT - L.padB);
+}
+
+/** The live progress line (pure): while the prompt pass runs (a long prompt's slow phase) the blocks
+ * done of all blocks with attention, then the tokens generated of the most asked for. */
+export function progressText(pr: Progress): { label: string; fraction: number } {
+  if (pr.phase === PROMPT_PHASE) {
+    if (typeof pr.layers !== "number" || pr.layers <= 0) return { label: `${PROMPT_PHASE}…`, fraction: 0 };
+    const done = Math.min(pr.layer ?? 0, pr.layers);
+    return { label: `${PROMPT_PHASE}: layer ${done}/${pr.layers}`, fraction: done / pr.layers };
+  }
+  const fraction = pr.total > 0 ? Math.min(1, pr.step / pr.total) : 0;
+  return { label: pr.phase ? `${pr.phase} ${pr.step}/${pr.total}` : `${pr.step}/${pr.total}`, fraction };
 }
 
 export function mountTimeline(el: HTMLElement, store: Store): () => void {
@@ -196,9 +208,10 @@ export function mountTimeline(el: HTMLElement, store: Store): () => void {
     const live = pr && !pr.done;
     progress.hidden = !live;
     if (!pr) return;
-    const frac = pr.total > 0 ? Math.min(1, pr.step / pr.total) : 0;
-    (progress.firstChild as HTMLElement).style.width = `${(100 * frac).toFixed(1)}%`;
-    (progress.lastChild as HTMLElement).textContent = pr.phase ? `${pr.phase} ${pr.step}/${pr.total}` : `${pr.step}/${pr.total}`;
+    const text = progressText(pr);
+    (progress.firstChild as HTMLElement).style.width = `${(100 * text.fraction).toFixed(1)}%`;
+    (progress.lastChild as HTMLElement).textContent = text.label;
+    root.dataset.phase = pr.phase ?? "";
     if (pr.phase === "failed" && !store.data) { progress.hidden = false; progress.classList.add("cv-failed"); }
     root.dataset.progress = `${pr.step}/${pr.total}`;
   };

@@ -100,6 +100,7 @@ def analyze(
     thresholds: Thresholds | None = None,
     on_step: Callable[[int, int], None] | None = None,
     progress: bool = False,
+    on_prompt_layer: Callable[[int, int], None] | None = None,
     **generate_kwargs: Any,
 ) -> Trace:
     """Generate from ``prompt`` with ``model`` and record the full metric set.
@@ -126,6 +127,9 @@ def analyze(
             file about a quarter smaller (the low mantissa bits are incompressible noise).
         thresholds: health-flag thresholds (defaults: shared/METRICS.md).
         on_step: called as ``on_step(step, token_id)`` after every generated token.
+        on_prompt_layer: called as ``on_prompt_layer(done, total)`` after each block's prompt
+            telemetry during the prompt pass (blocks with attention; a long prompt's pass is the
+            slow phase, so this is its progress).
         progress: show a tqdm progress bar.
         **generate_kwargs: passed to ``model.generate`` (e.g. temperature, top_p, repetition_penalty).
 
@@ -186,7 +190,7 @@ def analyze(
                 model, structure, input_ids[0], max_steps=max_new_tokens, top_k=int(top_k),
                 prompt_telemetry=prompt_telemetry, attention_threshold=attention_threshold, attention_cap=attention_cap,
                 tile_bytes=attention_tile_bytes, max_sparse_bytes=max_sparse_bytes, logit_lens=logit_lens,
-                lens_scale=_lens_scale(model),
+                lens_scale=_lens_scale(model), on_prompt_layer=on_prompt_layer,
             )
             token = ACTIVE_COLLECTOR.set(collector)
             collector.install(routes)

@@ -144,8 +144,11 @@ class Collector:
         max_sparse_bytes: int = DEFAULT_MAX_SPARSE_BYTES,
         logit_lens: bool = False,
         lens_scale: float = 1.0,
+        on_prompt_layer: Callable[[int, int], None] | None = None,
     ) -> None:
         self.model = model
+        #: called as ``on_prompt_layer(done, total)`` after each block's prompt telemetry (progress)
+        self.on_prompt_layer = on_prompt_layer
         self.structure = structure
         self.prompt_ids = prompt_ids  # [P] on the model's input device
         self.max_steps = max_steps
@@ -574,6 +577,8 @@ class Collector:
         if self.cap and acc.cap != self.cap:  # layers computed before the cap was chosen
             counts, keys, weights = metrics.cap_rows(counts, keys, weights, self.cap)
         self._sparse[layer] = (_to_host(counts, pending), _to_host(keys, pending), _to_host(weights, pending))
+        if self.on_prompt_layer is not None:
+            self.on_prompt_layer(len(self._prompt_heads), sum(a is not None for a in stack.attention))
 
     def _choose_cap(self, stack: Stack, counts: torch.Tensor, n_entries: int) -> None:
         """After the first layer: if the uncapped profile of all layers would exceed

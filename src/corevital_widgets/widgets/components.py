@@ -42,6 +42,9 @@ SELECTION_KEYS = ("step", "token", "layer", "head", "metric")
 SelectCallback = Callable[[dict[str, Any]], None]
 
 
+#: ``progress["phase"]`` while the prompt pass runs (then "generating", "failed").
+PROMPT_PHASE = "reading the prompt"
+
 class TraceWidget(anywidget.AnyWidget):
     """Base of every corevital view: a Trace's payload, the shared selection, and the edges.
 
@@ -132,8 +135,15 @@ class TraceWidget(anywidget.AnyWidget):
         self.live_tokens = []
         self.progress = {"step": 0, "total": int(total), "done": False, "phase": phase}
 
+    def prompt_progress(self, done: int, total: int) -> None:
+        """The prompt pass's progress: ``done`` of ``total`` blocks have their prompt telemetry
+        (what ``analyze(on_prompt_layer=...)`` reports; the long phase of a long prompt)."""
+        self.progress = {**self.progress, "phase": PROMPT_PHASE, "layer": int(done), "layers": int(total)}
+
     def push_token(self, step: int, text: str, *, min_interval_s: float = 0.05) -> None:
         """Append one generated token piece; sends at most one update per ``min_interval_s``."""
+        if self.progress.get("phase") == PROMPT_PHASE:  # the first token: the prompt pass is over
+            self.progress = {**self.progress, "phase": "generating"}
         self._pending_live.append(text)
         if time.perf_counter() - self._last_live_push >= min_interval_s:
             self.flush_live(step)

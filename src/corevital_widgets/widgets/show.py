@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .components import Dashboard
+from .components import PROMPT_PHASE, Dashboard
 
 def _in_kernel() -> bool:
     """True inside a Jupyter kernel (where widgets render), False in a terminal or script."""
@@ -46,10 +46,18 @@ def show(model: Any, prompt: str | None = None, tokenizer: Any = None, *, displa
     live = _in_kernel() and display
     dash = Dashboard()
     total = int(analyze_kwargs.get("max_new_tokens", _default_max_new_tokens(analyze)))
-    dash.start_live(total)
+    telemetry = analyze_kwargs.get("prompt_telemetry", True)
+    dash.start_live(total, phase=PROMPT_PHASE if telemetry else "generating")
     if live:
         dash._display_now()
     user_on_step = analyze_kwargs.pop("on_step", None)
+    user_on_layer = analyze_kwargs.pop("on_prompt_layer", None)
+
+    def on_prompt_layer(done: int, layers: int) -> None:
+        dash.prompt_progress(done, layers)
+        if user_on_layer is not None:
+            user_on_layer(done, layers)
+
     decode = getattr(tokenizer, "decode", None)
 
     def on_step(step: int, token_id: int) -> None:
@@ -60,7 +68,7 @@ def show(model: Any, prompt: str | None = None, tokenizer: Any = None, *, displa
 
     analyze_kwargs.setdefault("progress", not live)
     try:
-        trace = analyze(model, prompt, tokenizer, on_step=on_step, **analyze_kwargs)
+        trace = analyze(model, prompt, tokenizer, on_step=on_step, on_prompt_layer=on_prompt_layer, **analyze_kwargs)
     except BaseException:
         dash.flush_live()
         dash.progress = {**dash.progress, "done": True, "phase": "failed"}
