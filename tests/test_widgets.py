@@ -218,3 +218,23 @@ def test_trace_chart_rejects_unknown_metrics(smollm2_trace):
 
     with pytest.raises(ValueError, match="unknown metric"):
         trace_chart(smollm2_trace, "vibes")
+
+
+def test_text_plain_is_a_readable_face_not_the_object_repr(smollm2_trace, smollm2_traceset):
+    """Terminals and notebook previews without widgets show text/plain: it says the verdict, the
+    sizes, the answer and the risk, not '<Dashboard object at 0x…>'; the widget view stays."""
+    from corevital_widgets import DatasetView
+    from corevital_widgets.analysis.verdict import assess
+
+    tr = smollm2_trace
+    for view in (Dashboard(tr), HealthBadge(tr), HeadHeatmap(tr)):
+        b = view._repr_mimebundle_()
+        b = b[0] if isinstance(b, tuple) else b
+        assert "application/vnd.jupyter.widget-view+json" in b
+        text = b["text/plain"]
+        assert "object at 0x" not in text and assess(tr).sentence in text
+        assert f"prompt {tr.n_prompt} tokens, generated {tr.n_steps}" in text and "risk of a wrong answer" in text
+    assert "no trace yet" in Dashboard().text_face()
+    ts, _, correct = smollm2_traceset
+    face = DatasetView(ts, correct).text_face()
+    assert face.startswith(f"corevital dataset view: {len(ts)} prompts; {sum(c is True for c in correct)} correct")

@@ -102,3 +102,25 @@ def trace_summary(trace: "Trace", max_steps: int = 64) -> str:
     if timings:
         lines.append("timings: " + ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in timings.items()))
     return "\n".join(lines)
+
+
+def short_summary(trace: "Trace", answer_chars: int = 160) -> str:
+    """A few lines for a viewer that cannot run the widget (a terminal, GitHub's or nbviewer's
+    notebook preview): model, verdict sentence, sizes, the answer (shortened), the risk, and how
+    to see the interactive view."""
+    v = assess(trace)
+    answer = "".join(trace.generated_tokens).replace("\n", " ")
+    if len(answer) > answer_chars:
+        answer = answer[: answer_chars - 1] + "…"
+    lines = [
+        f"corevital — {trace.meta.get('model_name', '?')}: {v.color.upper()} — {v.sentence}",
+        f"prompt {trace.n_prompt} tokens, generated {trace.n_steps}: {answer!r}",
+    ]
+    from .risk import trace_risk
+
+    risk = trace_risk(trace)
+    if risk is not None:
+        lines.append(f"risk of a wrong answer: {risk.value:.2f} ({risk.label})" if risk.shown is not None
+                     else f"risk of a wrong answer: not shown ({risk.label}: outside the range it was calibrated on)")
+    lines.append("(interactive view: run the cell with a kernel; a page without one: corevital.export_html(trace, path))")
+    return "\n".join(lines)

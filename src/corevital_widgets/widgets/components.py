@@ -89,6 +89,24 @@ class TraceWidget(anywidget.AnyWidget):
         if trace is not None:
             self.set_trace(trace, tokenizer=tokenizer)
 
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """The widget view, with a readable text/plain beside it (:meth:`text_face`) instead of
+        the object's repr: what terminals and notebook previews without widgets show."""
+        data = super()._repr_mimebundle_(**kwargs)
+        bundle = data[0] if isinstance(data, tuple) else data
+        if isinstance(bundle, dict):
+            bundle["text/plain"] = self.text_face()
+        return data
+
+    def text_face(self) -> str:
+        """What this view says as plain text (the trace's short summary, or the live progress)."""
+        if self._trace is None:
+            pr = self.progress or {}
+            return f"corevital {self.view}: no trace yet ({pr.get('phase', 'waiting')} {pr.get('step', 0)}/{pr.get('total', 0)})"
+        from ..analysis.summary import short_summary
+
+        return short_summary(self._trace)
+
     # ------------------------------------------------------------------ public API
     @property
     def trace(self) -> "Trace | None":

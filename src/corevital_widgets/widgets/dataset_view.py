@@ -368,3 +368,21 @@ class DatasetView(TraceWidget):
 
     def __repr__(self) -> str:
         return f"<DatasetView of {len(self._traceset)} prompts, row={self.row}>"
+
+    def text_face(self) -> str:
+        """The table in a few plain lines (what viewers without widgets show): counts of correct,
+        wrong and ungraded answers, of each verdict, and the riskiest shown prompt."""
+        f = self._frame
+        n = len(f)
+        correct = f["correct"]
+        verdicts = f["verdict"].value_counts()
+        lines = [f"corevital dataset view: {n} prompts; {int((correct == True).sum())} correct, "  # noqa: E712
+                 f"{int((correct == False).sum())} wrong, {int(correct.isna().sum())} ungraded; verdicts "  # noqa: E712
+                 + ", ".join(f"{c} {int(verdicts.get(c, 0))}" for c in ("green", "yellow", "red"))]
+        risks = f["risk"].to_numpy(dtype=np.float64)
+        if n and np.isfinite(risks).any():
+            i = int(np.nanargmax(risks))
+            lines.append(f"riskiest: row {i} ({risks[i]:.2f}): {_shorten(f['question'].iloc[i], PROMPT_CHARS)!r} -> "
+                         f"{_shorten(answer_display_text(f['answer'].iloc[i]), ANSWER_CHARS)!r}")
+        lines.append("(interactive table: run the cell with a kernel)")
+        return "\n".join(lines)
