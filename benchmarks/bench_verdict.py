@@ -32,7 +32,7 @@ from corevital_widgets.analysis.verdict import assess  # noqa: E402
 from corevital_widgets.batch import _numeric_fault, analyze_many  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.test_faults import layer_hook  # noqa: E402  (the one fault-injection hook)
+from tests.test_faults import bent_head_hook, frozen_fault, layer_hook  # noqa: E402  (the shared fault injections)
 
 MID, HEAD, NEW_TOKENS = 15, 4, 32
 DEFAULT_FILE = Path(__file__).resolve().parents[1] / "src" / "corevital_widgets" / "data" / "baseline_smollm2.json"
@@ -43,25 +43,13 @@ def _hook(module, fault, from_call=2):
 
 
 def faults(model):
-    frozen: dict = {}
-
-    def freeze(h):
-        if "v" not in frozen:
-            frozen["v"] = h[:, -1:].clone()
-        return frozen["v"].expand_as(h).clone()
-
-    attn = model.model.layers[MID].self_attn
-
-    def sharpen(module, args, output):
-        out = output.clone()
-        out[..., HEAD * attn.head_dim:(HEAD + 1) * attn.head_dim] *= 30.0
-        return out
-
     return {
         "nan in layer 15": (lambda: _hook(model.model.layers[MID], lambda h: torch.full_like(h, float("nan"))), "red", "NaN"),
         "x1000 in layer 15": (lambda: _hook(model.model.layers[MID], lambda h: h * 1000.0), "red", "mid-layer anomaly"),
-        "frozen final layer": (lambda: (frozen.clear(), _hook(model.model.layers[-1], freeze))[1], "red", "repetition loop"),
-        "head 4 of layer 15 queries x30": (lambda: attn.q_proj.register_forward_hook(sharpen), "yellow", f"layer {MID}"),
+        # a fresh frozen state for every run
+        "frozen final layer": (lambda: _hook(model.model.layers[-1], frozen_fault()), "red", "repetition loop"),
+        "head 4 of layer 15 queries x30": (lambda: bent_head_hook(model.model.layers[MID].self_attn, HEAD), "yellow",
+                                           f"layer {MID}"),
     }
 
 

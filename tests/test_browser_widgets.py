@@ -37,6 +37,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _notebook_of(*sources: str) -> dict:
+    """A notebook of code cells with these sources, its kernel the project's venv ("python3")."""
+    return {
+        "cells": [{"cell_type": "code", "metadata": {}, "source": src, "outputs": [], "execution_count": None} for src in sources],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (corevital)", "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }
+
+
+def _show_saved_trace(trace_path: Path, log: Path) -> str:
+    """A cell showing a saved trace whose every selection the kernel appends to ``log`` (JSON lines)."""
+    return (
+        "import json\nfrom corevital_widgets import load_trace\nfrom corevital_widgets.widgets import show\n"
+        f"dash = show(load_trace({str(trace_path)!r}))\n"
+        f"dash.on_select(lambda sel: open({str(log)!r}, 'a').write(json.dumps(sel) + '\\n'))\n"
+        "dash"
+    )
+
+
 def _notebook(work: Path) -> dict:
     setup = (
         "import json\n"
@@ -61,12 +80,7 @@ def _notebook(work: Path) -> dict:
         f"big_dash.on_select(lambda sel: open({str(work / 'big_selections.jsonl')!r}, 'a').write(json.dumps(sel) + '\\n'))\n"
         "big_dash"
     )
-    cell = lambda src: {"cell_type": "code", "metadata": {}, "source": src, "outputs": [], "execution_count": None}  # noqa: E731
-    return {
-        "cells": [cell(setup), cell(run), cell(big)],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (corevital)", "language": "python"}},
-        "nbformat": 4, "nbformat_minor": 5,
-    }
+    return _notebook_of(setup, run, big)
 
 
 def _kernel_spec(data: Path) -> None:
@@ -427,15 +441,7 @@ def test_dashboard_in_notebook7(tmp_path, browser, smollm2_trace):
         pytest.skip("Notebook 7 is not installed (pip install 'notebook>=7')")
     tr = smollm2_trace
     tr.save(tmp_path / "t.cvtrace")
-    src = (
-        "import json\nfrom corevital_widgets import load_trace\nfrom corevital_widgets.widgets import show\n"
-        f"dash = show(load_trace({str(tmp_path / 't.cvtrace')!r}))\n"
-        f"dash.on_select(lambda sel: open({str(tmp_path / 'selections.jsonl')!r}, 'a').write(json.dumps(sel) + '\\n'))\n"
-        "dash"
-    )
-    nb = {"cells": [{"cell_type": "code", "metadata": {}, "source": src, "outputs": [], "execution_count": None}],
-          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (corevital)", "language": "python"}},
-          "nbformat": 4, "nbformat_minor": 5}
+    nb = _notebook_of(_show_saved_trace(tmp_path / "t.cvtrace", tmp_path / "selections.jsonl"))
     (tmp_path / "n7.ipynb").write_text(json.dumps(nb))
     server = _start_server(tmp_path, "notebook")
     info = next(server)
@@ -475,9 +481,7 @@ def _dataset_notebook(ts_dir: Path, correct: list[bool], log: Path) -> dict:
         "             names='loaded_row')\n"
         "view"
     )
-    return {"cells": [{"cell_type": "code", "metadata": {}, "source": src, "outputs": [], "execution_count": None}],
-            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (corevital)", "language": "python"}},
-            "nbformat": 4, "nbformat_minor": 5}
+    return _notebook_of(src)
 
 
 def test_dataset_view_in_jupyterlab(lab, browser, smollm2_traceset):
@@ -594,17 +598,11 @@ def _bent_head_trace(smollm2):
     from corevital_widgets import analyze
     from corevital_widgets.analysis.ordinary_prompts import EVALUATION_PROMPTS, chat_or_plain
 
+    from .test_faults import bent_head_hook
+
     model, tok = smollm2
     layer, head = 15, 4
-    attn = model.model.layers[layer].self_attn
-    d = attn.head_dim
-
-    def sharpen(module, args, output):
-        out = output.clone()
-        out[..., head * d:(head + 1) * d] *= 30.0
-        return out
-
-    handle = attn.q_proj.register_forward_hook(sharpen)
+    handle = bent_head_hook(model.model.layers[layer].self_attn, head)
     try:
         text, chat = EVALUATION_PROMPTS[5]
         return analyze(model, chat_or_plain(tok, text, chat), tok, max_new_tokens=32), layer, head
@@ -625,16 +623,7 @@ def test_verdict_blame_and_vs_normal_in_jupyterlab(lab, browser, smollm2):
     work = lab["work"]
     trace.save(work / "bent.cvtrace")
     log = work / "bent_selections.jsonl"
-    src = (
-        "import json\nfrom corevital_widgets import load_trace\nfrom corevital_widgets.widgets import show\n"
-        f"dash = show(load_trace({str(work / 'bent.cvtrace')!r}))\n"
-        f"dash.on_select(lambda sel: open({str(log)!r}, 'a').write(json.dumps(sel) + '\\n'))\n"
-        "dash"
-    )
-    nb = {"cells": [{"cell_type": "code", "metadata": {}, "source": src, "outputs": [], "execution_count": None}],
-          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (corevital)", "language": "python"}},
-          "nbformat": 4, "nbformat_minor": 5}
-    (work / "verdict.ipynb").write_text(json.dumps(nb))
+    (work / "verdict.ipynb").write_text(json.dumps(_notebook_of(_show_saved_trace(work / "bent.cvtrace", log))))
     pg, errors = _open_notebook(lab, browser, "verdict.ipynb", "cv-verdict")
     try:
         _run_cell(pg, 0)

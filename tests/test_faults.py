@@ -31,6 +31,33 @@ def layer_hook(module, fault, from_call=0):
     return module.register_forward_hook(hook)
 
 
+def frozen_fault():
+    """A fault for :func:`layer_hook`: from its first call on, the block returns that call's
+    last-position vector at every position (a frozen layer; its own state per call of this)."""
+    frozen: dict = {}
+
+    def freeze(h):
+        if "v" not in frozen:
+            frozen["v"] = h[:, -1:].clone()
+        return frozen["v"].expand_as(h).clone()
+
+    return freeze
+
+
+def bent_head_hook(attn, head, factor=30.0):
+    """A forward hook on ``attn.q_proj`` scaling one head's queries by ``factor``: the head
+    collapses onto one key while the rest of the model runs unchanged (the one-head fault of the
+    verdict tests, the browser test and benchmarks/bench_verdict.py)."""
+    d = attn.head_dim
+
+    def sharpen(module, args, output):
+        out = output.clone()
+        out[..., head * d:(head + 1) * d] *= factor
+        return out
+
+    return attn.q_proj.register_forward_hook(sharpen)
+
+
 def _layer_hook(model, layer, fault, from_step):
     return layer_hook(model.model.layers[layer], fault, from_step)
 

@@ -19,6 +19,7 @@ from corevital_widgets.analysis.ordinary_prompts import EVALUATION_PROMPTS, FIT_
 from corevital_widgets.analysis.registry import find_baseline
 from corevital_widgets.analysis.verdict import assess
 
+from .test_faults import bent_head_hook, frozen_fault
 from .test_faults import layer_hook as _hook
 
 MID = 15
@@ -73,14 +74,8 @@ def test_numeric_faults_are_red_with_the_flag(smollm2, fault, flag):
 
 def test_a_frozen_final_layer_is_a_red_repetition_loop(smollm2):
     model, _ = smollm2
-    frozen = {}
-
-    def freeze(h):  # the last block returns the same vector at every position from the 3rd forward on
-        if "v" not in frozen:
-            frozen["v"] = h[:, -1:].clone()
-        return frozen["v"].expand_as(h).clone()
-
-    handle = _hook(model.model.layers[-1], freeze, from_call=2)
+    # the last block returns the same vector at every position from the 3rd forward on
+    handle = _hook(model.model.layers[-1], frozen_fault(), from_call=2)
     try:
         text, chat = EVALUATION_PROMPTS[1]
         trace = _run(smollm2, chat_or_plain(smollm2[1], text, chat))
@@ -92,15 +87,7 @@ def test_a_frozen_final_layer_is_a_red_repetition_loop(smollm2):
 
 def test_one_bent_head_is_yellow_and_blamed_on_its_layer_and_head(smollm2, baseline):
     model, _ = smollm2
-    attn = model.model.layers[MID].self_attn
-    d = attn.head_dim
-
-    def sharpen(module, args, output):  # this head's queries x30: it collapses onto one key
-        out = output.clone()
-        out[..., HEAD * d:(HEAD + 1) * d] *= 30.0
-        return out
-
-    handle = attn.q_proj.register_forward_hook(sharpen)
+    handle = bent_head_hook(model.model.layers[MID].self_attn, HEAD)  # queries x30: it collapses onto one key
     try:
         text, chat = EVALUATION_PROMPTS[5]
         trace = _run(smollm2, chat_or_plain(smollm2[1], text, chat))

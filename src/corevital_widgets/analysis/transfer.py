@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .risk import DEFAULT_RISK_FEATURES, RiskModel, RiskReport, _as_labels, evaluate_risk, feature_auroc
+from .risk import (
+    DEFAULT_RISK_FEATURES,
+    RiskModel,
+    RiskReport,
+    _as_labels,
+    evaluate_risk,
+    expected_calibration_error,
+    feature_auroc,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -192,8 +200,7 @@ class TransferReport:
     scores: np.ndarray = field(repr=False)
     #: the final feature set's own leave-one-family-out report (fixed set, no selection inside):
     #: what the shipped model, that set fitted on all families, earned on families it did not see
-    final_held_out: RiskReport | None = None
-    final_scores: np.ndarray | None = field(default=None, repr=False)
+    final_held_out: RiskReport
 
     @property
     def best_baseline(self) -> tuple[str, float]:
@@ -206,10 +213,6 @@ class TransferReport:
         out = {"risk": float(t["auroc"].mean())}
         out.update({b: float(t[f"{b}: auroc"].mean()) for b in self.held_out.baselines})
         return out
-
-    def final_scores_or_nested(self) -> np.ndarray:
-        """The final feature set's held-out scores when evaluated, else the nested ones."""
-        return self.final_scores if self.final_scores is not None else self.scores
 
     def per_family_table(self) -> "pd.DataFrame":
         """Per family: n, wrong, the risk's held-out AUROC, each baseline's AUROC, the risk's ECE."""
@@ -258,12 +261,14 @@ def evaluate_transfer(frame: "pd.DataFrame", labels: Any, families: Any,
     nested, chosen = nested_held_out_scores(frame, y, g, candidates, C)
     held = evaluate_risk(nested, y, baselines=base, groups=g, n_bootstrap=n_bootstrap, seed=seed)
     rows = []
+    held_by, kfold_by = {}, {}  # each candidate's scores, kept for the final choice's reports
     for cname, feats in candidates.items():
-        h = held_out_scores(frame, y, g, feats, C)
-        k = kfold_scores(frame, y, feats, folds, seed, C)
+        h = held_by[cname] = held_out_scores(frame, y, g, feats, C)
+        k = kfold_by[cname] = kfold_scores(frame, y, feats, folds, seed, C)
         rows.append({"candidate": cname, "n_features": len(feats), "held_out_auroc": feature_auroc(h, y),
-                     "held_out_within_family": within_family_auroc(h, y, g), "held_out_ece": _ece(h, y),
-                     "kfold_auroc": feature_auroc(k, y), "kfold_ece": _ece(k, y)})
+                     "held_out_within_family": within_family_auroc(h, y, g),
+                     "held_out_ece": expected_calibration_error(h, y),
+                     "kfold_auroc": feature_auroc(k, y), "kfold_ece": expected_calibration_error(k, y)})
     cand = pd.DataFrame(rows).set_index("candidate")
     feat_rows = []
     for name in feature_names:  # one feature: regularisation hardly matters, compared at SELECTION_C
@@ -273,18 +278,10 @@ def evaluate_transfer(frame: "pd.DataFrame", labels: Any, families: Any,
                           "held_out_within_family": within_family_auroc(h, y, g), "raw_auroc": raw})
     feats_t = pd.DataFrame(feat_rows).set_index("feature").sort_values("held_out_auroc", ascending=False)
     final = choose_feature_set(frame, y, g, candidates)
-    kf = kfold_scores(frame, y, candidates[final], folds, seed, C)
-    kfold = evaluate_risk(kf, y, baselines=base, n_bootstrap=n_bootstrap, seed=seed)
-    final_scores = held_out_scores(frame, y, g, candidates[final], C)
-    final_ho = evaluate_risk(final_scores, y, baselines=base, groups=g, n_bootstrap=n_bootstrap, seed=seed)
+    kfold = evaluate_risk(kfold_by[final], y, baselines=base, n_bootstrap=n_bootstrap, seed=seed)
+    final_ho = evaluate_risk(held_by[final], y, baselines=base, groups=g, n_bootstrap=n_bootstrap, seed=seed)
     return TransferReport(held_out=held, chosen=chosen, candidates=cand, features=feats_t, kfold=kfold, final=final,
-                          scores=nested, final_held_out=final_ho, final_scores=final_scores)
-
-
-def _ece(p: np.ndarray, y: np.ndarray) -> float:
-    from .risk import expected_calibration_error
-
-    return expected_calibration_error(p, y)
+                          scores=nested, final_held_out=final_ho)
 
 
 def read_features(path: Any) -> "pd.DataFrame":
@@ -314,13 +311,13 @@ def fit_shipped_risk(frame: "pd.DataFrame", labels: Any, families: Any, *, repor
     model.meta["n_families"] = len(set(np.asarray(families).astype(str).tolist()))
     if report is not None:
         bname, best = report.best_baseline
-        h = report.final_held_out or report.held_out
-        within = per_family_auroc(report.final_scores_or_nested(), _as_labels(labels, len(frame)), families)
+        h = report.final_held_out
+        within = h.per_group["auroc"].dropna().to_numpy()  # per family holding both labels, sorted by name
         model.meta["held_out"] = {
             "protocol": f"leave one question family out ({model.meta['n_families']} families): the {name!r} feature set "
                         "fitted on the other families scores the held-out one",
             "auroc": h.auroc, "auroc_ci": list(h.auroc_ci), "ece": h.ece, "brier": h.brier,
-            "within_family_auroc": float(np.mean(list(within.values()))),
+            "within_family_auroc": float(np.mean(within)),
             "best_baseline": bname, "best_baseline_auroc": best,
             "baselines": {k: v["auroc"] for k, v in h.baselines.items()},
             "recipe_auroc": report.held_out.auroc, "recipe_ece": report.held_out.ece,

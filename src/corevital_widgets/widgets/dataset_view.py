@@ -105,21 +105,28 @@ def dataset_risks(ts: "TraceSet", risk_model: "RiskModel", features: "pd.DataFra
     """``risk_model``'s risk for every prompt of ``ts`` (float64 [N]); NaN for a prompt it cannot
     score (a trace without generated steps, or features undefined without prompt telemetry) and
     for a prompt whose features lie outside the range a fitted model was calibrated on (its
-    number would be an extrapolation: :func:`risk_withheld` says which).
+    number would be an extrapolation).
 
     Equals ``risk_model.predict_proba(ts)`` wherever that is defined and calibrated.
     """
+    return _scored(ts, risk_model, features)[0]
+
+
+def _scored(ts: "TraceSet", risk_model: "RiskModel", features: "pd.DataFrame | None" = None) -> tuple[np.ndarray, np.ndarray]:
+    """(:func:`dataset_risks`, withheld): the risks, and bool [N] for the prompts whose risk is
+    not shown because their features lie outside the calibrated range (the table says so)."""
     n = len(ts)
     out = np.full(n, np.nan)
+    withheld = np.zeros(n, dtype=bool)
     if n == 0:
-        return out
+        return out, withheld
     if risk_model.kind == "heuristic":  # needs each trace's health flags: load them one by one
         for i, trace in enumerate(ts):
             try:
                 out[i] = risk_model.predict_proba(trace)
             except ValueError:
                 pass
-        return out
+        return out, withheld
     feats = ts.to_pandas() if features is None else features
     missing = [c for c in risk_model.feature_names if c not in feats.columns]
     if missing:
@@ -129,24 +136,11 @@ def dataset_risks(ts: "TraceSet", risk_model: "RiskModel", features: "pd.DataFra
     if ok.any():
         rows = feats if ok.all() else feats.loc[ok]
         value = risk_model.predict_proba(rows)
-        value[risk_model.outside_mask(rows).any(axis=1)] = np.nan  # never print an extrapolated probability
+        outside = risk_model.outside_mask(rows).any(axis=1)
+        value[outside] = np.nan  # never print an extrapolated probability
         out[ok] = value
-    return out
-
-
-def risk_withheld(ts: "TraceSet", risk_model: "RiskModel", features: "pd.DataFrame | None" = None) -> np.ndarray:
-    """bool [N]: prompts whose risk is not shown because their features lie outside the range
-    ``risk_model`` was calibrated on (the table says so instead of printing a number)."""
-    n = len(ts)
-    if n == 0 or risk_model.kind == "heuristic":
-        return np.zeros(n, dtype=bool)
-    feats = ts.to_pandas() if features is None else features
-    values = feats[risk_model.feature_names].to_numpy(dtype=np.float64)
-    ok = np.isfinite(values).all(axis=1)
-    out = np.zeros(n, dtype=bool)
-    if ok.any():
-        out[ok] = risk_model.outside_mask(feats.loc[ok]).any(axis=1)
-    return out
+        withheld[ok] = outside
+    return out, withheld
 
 
 class DatasetView(TraceWidget):
@@ -298,8 +292,7 @@ class DatasetView(TraceWidget):
         if n == 0:
             return pd.DataFrame({c: [] for c in ("prompt", "question", "answer", "expected", "correct", "risk", "risk_withheld",
                                                  "verdict", "tokens", "entropy")}).rename_axis("index")
-        risk = dataset_risks(ts, self.risk_model, summ)
-        withheld = risk_withheld(ts, self.risk_model, summ)
+        risk, withheld = _scored(ts, self.risk_model, summ)
 
         def col(name: str, default: Any) -> list[Any]:
             if extra is not None and name in extra.columns:
