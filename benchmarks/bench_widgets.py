@@ -146,6 +146,10 @@ def main(argv: list[str] | None = None) -> dict:
     out["bytes_to_browser"] = {"dashboard": dash.sync_nbytes()}
     for cls in (HealthBadge, TokenTimeline, HeadHeatmap, AttentionGraph):
         out["bytes_to_browser"][cls.__name__] = cls(trace).sync_nbytes()["total"]
+    # the static face saved beside each view (what widget-less viewers show): bytes and time to draw
+    faces = {cls.__name__: cls(trace) for cls in (Dashboard, HealthBadge, TokenTimeline, HeadHeatmap, AttentionGraph)}
+    out["static_face_bytes"] = {name: {k: len(v) for k, v in w.face_bundle().items()} for name, w in faces.items()}
+    out["static_face_draw_ms"] = median_ms(lambda: dash.face_svg(), 5)
     out["encode_payload_ms"] = median_ms(lambda: trace_payload(trace, "dashboard"), 5)
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, trace.n_prompt, 30).tolist()

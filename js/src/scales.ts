@@ -2,18 +2,16 @@
 
 export type RGB = [number, number, number];
 
+/** The ramps and domains live in one file, shared with the static face drawn in Python
+ * (src/corevital_widgets/data/scales.json): the same colour means the same number in both. */
+import SCALES from "../../src/corevital_widgets/data/scales.json";
+
 /** From calm to alarming (pale blue -> yellow -> orange -> red): "worse" is warmer. */
-export const RAMP_ALARM: RGB[] = [
-  [198, 219, 239], [255, 237, 160], [254, 178, 76], [240, 59, 32], [165, 0, 38],
-];
+export const RAMP_ALARM = SCALES.ramps.alarm as RGB[];
 /** Perceptually ordered dark-blue -> green -> yellow (viridis-like) for the heatmap. */
-export const RAMP_HEAT: RGB[] = [
-  [68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37],
-];
+export const RAMP_HEAT = SCALES.ramps.heat as RGB[];
 /** Diverging blue (below normal) -> near-white (normal) -> red (above normal), for z-scores. */
-export const RAMP_DIVERGE: RGB[] = [
-  [33, 102, 172], [146, 197, 222], [247, 247, 247], [244, 165, 130], [178, 24, 43],
-];
+export const RAMP_DIVERGE = SCALES.ramps.diverge as RGB[];
 
 /** Linear interpolation along colour stops, t in [0, 1] (clamped). */
 export function interpolate(stops: RGB[], t: number): RGB {
@@ -63,34 +61,10 @@ export interface MetricDef {
  *   intermediate layers whose distributions are close to uniform over the vocabulary (up to log2 V,
  *   ~15-17 bits), so the cap is the top of that range rather than 8 (which would clip every early layer).
  */
-export const METRICS: MetricDef[] = [
-  { key: "entropy", label: "entropy", unit: "bits", higherIsWorse: true, domain: [0, 8], clipHi: true,
-    basis: "next-token entropy; 8 bits = as unsure as a uniform pick among 256 tokens" },
-  { key: "surprisal", label: "surprisal", unit: "bits", higherIsWorse: true, domain: [0, 16], clipHi: true,
-    basis: "−log2 p of the token; 16 bits = p of 1/65536, about log2 of a vocabulary" },
-  { key: "top_k_margin", label: "margin (p1 − p2)", unit: "probability", higherIsWorse: false, domain: [0, 1],
-    basis: "a difference of two probabilities" },
-  { key: "voter_agreement", label: "top-k mass", unit: "probability", higherIsWorse: false, domain: [0, 1],
-    basis: "a sum of probabilities" },
-  { key: "perplexity", label: "perplexity", unit: "choices (2^bits)", higherIsWorse: true, log: true, domain: [1, 256], clipHi: true,
-    basis: "2^entropy, capped like entropy at 2^8 = 256 choices" },
-  { key: "max_prob", label: "max probability", unit: "probability", higherIsWorse: false, domain: [0, 1],
-    basis: "a probability" },
-];
+export const METRICS = SCALES.metrics as MetricDef[];
 
 /** The heatmap's values (heads and the logit lens), with their fixed domains. */
-export const HEAT_METRICS: Record<"entropy" | "concentration" | "sink" | "basin" | "lens_entropy", MetricDef> = {
-  entropy: { key: "entropy", label: "attention entropy", unit: "bits", higherIsWorse: true, domain: [0, 10], clipHi: true,
-    basis: "10 bits = a uniform row over 1024 keys (the key count bounds it: log2 of the keys)" },
-  concentration: { key: "concentration", label: "concentration (max weight)", unit: "probability", higherIsWorse: false, domain: [0, 1],
-    basis: "an attention weight" },
-  sink: { key: "sink", label: "sink (attention to token 0)", unit: "probability", higherIsWorse: false, domain: [0, 1],
-    basis: "an attention weight" },
-  basin: { key: "basin", label: "basin (middle ÷ other keys)", unit: "ratio", higherIsWorse: false, log: true, domain: [0.01, 100],
-    clipLo: true, clipHi: true, basis: "middle third gets 1 % .. 99 % of the mass; 1 = as much as the other keys; < 0.3 ignores the middle" },
-  lens_entropy: { key: "lens_entropy", label: "lens entropy", unit: "bits", higherIsWorse: true, domain: [0, 16], clipHi: true,
-    basis: "entropy of the vocabulary distribution decoded after each layer; 16 bits ≈ uniform over a 65k vocabulary" },
-};
+export const HEAT_METRICS = SCALES.heat as Record<"entropy" | "concentration" | "sink" | "basin" | "lens_entropy", MetricDef>;
 
 export function metricDef(key: string): MetricDef {
   return METRICS.find((m) => m.key === key) ?? METRICS[0];
@@ -169,4 +143,22 @@ export function fmt(v: number): string {
 export function showToken(s: string): string {
   if (s === "") return "∅";
   return s.replace(/\n/g, "↵\n").replace(/\t/g, "⇥");
+}
+
+/** The compare view's difference scale of one per-head statistic: b − a on the diverging ramp,
+ * symmetric at ±limit, fixed per statistic in its unit (scales.json "diff"; the reason in `basis`). */
+export interface DiffScale { key: string; label: string; unit: string; limit: number; basis: string }
+
+/*
+ * The fixed limits of the differences (b − a), chosen from what each statistic can move, not from any pair:
+ * - attention entropy (step, prompt): ±3 bits = one head spreads over 2^3 = 8× as many keys as the other.
+ * - concentration, sink: weights in 0..1, so a difference lies in −1..1; ±0.5 = half that range.
+ * - log basin (natural log of the middle-third ratio): ±3 = a ratio e^3 ≈ 20× the other's.
+ * Larger differences clip to the end colours (the legend says so).
+ */
+export const DIFF_SCALES = SCALES.diff as Record<string, DiffScale>;
+
+/** The difference scale of a per-head statistic (a ±1 scale for one scales.json does not list). */
+export function diffScale(stat: string): DiffScale {
+  return DIFF_SCALES[stat] ?? { key: stat, label: stat, unit: "", limit: 1, basis: "no fixed scale for this statistic: ±1 in its unit" };
 }

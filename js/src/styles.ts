@@ -66,9 +66,33 @@ export const CSS = `
 .cv-heat-color option:disabled { color: var(--jp-ui-font-color3, #999); }
 .cv-noattn-swatch { display: inline-block; width: 14px; height: 10px; border-radius: 2px; margin-left: 4px;
   background: repeating-linear-gradient(135deg, var(--jp-layout-color2, #e4e4e4) 0 3px, var(--jp-ui-font-color3, #999) 3px 4px); }
-.cv-graph-body { max-height: 320px; overflow: auto; border: 1px solid var(--jp-border-color2, #ddd); border-radius: 3px; padding: 4px; }
-.cv-graph-inner { position: relative; padding-top: 40px; }
-.cv-edges { position: absolute; left: 0; top: 0; pointer-events: none; }
+/* the attention graph: arcs on a canvas behind the transparent scroll box (outside its scrolled content,
+   so redraws never change its scroll height); the text wears a halo in the background colour so no arc
+   hides a letter; markers for ends out of view sit in one-line strips at the box's top and bottom edges */
+.cv-graph-frame { position: relative; }
+.cv-edges { position: absolute; left: 0; top: 0; pointer-events: none; z-index: 0; }
+.cv-graph-body { position: relative; z-index: 1; max-height: 320px; overflow: auto; border: 1px solid var(--jp-border-color2, #ddd);
+  border-radius: 3px; padding: 4px; background: transparent; }
+.cv-graph-inner { padding-top: 18px; --cv-halo: var(--jp-layout-color0, #fff);
+  text-shadow: 0 0 1px var(--cv-halo), 0 0 2px var(--cv-halo), 0 0 3px var(--cv-halo), 0 0 4px var(--cv-halo); }
+.cv-marker-strip { position: relative; z-index: 1; display: none; gap: 4px; height: 22px; overflow: hidden; white-space: nowrap; }
+.cv-graph-frame.cv-scrolls .cv-marker-strip { display: flex; }
+.cv-marker-top { align-items: flex-end; }
+.cv-marker-bottom { align-items: flex-start; }
+.cv-root .cv-marker { flex: none; font-family: var(--jp-code-font-family, monospace); font-size: 11px; line-height: 16px; height: 18px;
+  padding: 0 5px; border: 1px solid rgb(25, 118, 210); border-radius: 9px; white-space: pre; overflow: hidden; text-overflow: ellipsis;
+  max-width: 100%; cursor: pointer; background: var(--jp-layout-color1, #fff); color: var(--jp-ui-font-color1, #222); }
+.cv-root .cv-marker:hover { background: var(--jp-layout-color2, #eee); }
+.cv-root .cv-marker-in { border: 1px dashed rgb(230, 97, 0); }
+.cv-root .cv-marker-self { border: 2px solid var(--jp-brand-color1, #1976d2); font-weight: 600; }
+.cv-root .cv-marker-more { border: 1px dotted var(--jp-border-color1, #999); color: var(--jp-ui-font-color2, #666); }
+.cv-root .cv-marker-probe { position: absolute; left: 0; top: 0; visibility: hidden; padding: 0; border: 0; pointer-events: none; }
+.cv-tok.cv-flash { animation: cv-flash 1.6s ease-out; }
+@keyframes cv-flash { 0%, 45% { background: rgba(255, 193, 7, .75); box-shadow: 0 0 0 3px rgba(255, 193, 7, .9); }
+  100% { box-shadow: 0 0 0 3px rgba(255, 193, 7, 0); } }
+.cv-graph-legend { margin: 0 0 2px; }
+.cv-graph-legend .cv-legend-item { display: inline-flex; gap: 3px; align-items: center; }
+.cv-graph-legend .cv-legend-item.cv-off { opacity: .45; }
 .cv-graph-info { margin: 2px 0 4px; font-size: 11px; }
 .cv-risk { font-weight: 600; font-variant-numeric: tabular-nums; padding: 0 6px; border-radius: 3px; }
 .cv-risk-kind { font-weight: normal; font-size: 11px; }

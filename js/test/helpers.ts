@@ -47,16 +47,19 @@ export function encodePayload(meta: Record<string, any>, arrays: Record<string, 
   return out;
 }
 
-export function fakeModel(state: Record<string, any>): AnyModel & { saves: number; state: Record<string, any> } {
-  const listeners = new Map<string, Array<() => void>>();
+export function fakeModel(state: Record<string, any>): AnyModel & {
+  saves: number; state: Record<string, any>; sent: unknown[]; emit: (e: string, ...a: unknown[]) => void;
+} {
+  const listeners = new Map<string, Array<(...a: any[]) => void>>();
   const m: any = {
-    state, saves: 0,
+    state, saves: 0, sent: [],
+    emit: (e: string, ...a: unknown[]) => { for (const f of listeners.get(e) ?? []) f(...a); },
     get: (k: string) => state[k],
     set: (k: string, v: any) => { state[k] = v; for (const f of listeners.get(`change:${k}`) ?? []) f(); },
     on: (e: string, f: () => void) => { listeners.set(e, [...(listeners.get(e) ?? []), f]); },
     off: (e: string, f: () => void) => { listeners.set(e, (listeners.get(e) ?? []).filter((g) => g !== f)); },
     save_changes: () => { m.saves++; },
-    send: () => {}, widget_manager: {},
+    send: (msg: unknown) => { m.sent.push(msg); }, widget_manager: {},
   };
   return m;
 }

@@ -8,7 +8,6 @@ answer to the current token/layer/head (``edges``) goes to the browser.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import traceback
@@ -17,26 +16,14 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anywidget
 import traitlets
 
+from .base import ViewWidget
 from .payload import TIMELINE_METRICS, edges_payload, trace_payload
+from .static_face import face_bundle, face_svg
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..trace.trace import Trace
-
-STATIC = Path(__file__).resolve().parent.parent / "static"
-ESM_PATH = STATIC / "widget.js"
-
-_MISSING_ESM = (
-    "export default { render({ el }) { el.textContent = 'corevital_widgets: the front end is not built "
-    "(run `make js` or `npm ci && npm run build` in the repository)'; } };"
-)
-
-
-def _esm_source() -> str:
-    return ESM_PATH.read_text(encoding="utf-8") if ESM_PATH.exists() else _MISSING_ESM
-
 
 SELECTION_KEYS = ("step", "token", "layer", "head", "metric")
 SelectCallback = Callable[[dict[str, Any]], None]
@@ -45,7 +32,8 @@ SelectCallback = Callable[[dict[str, Any]], None]
 #: ``progress["phase"]`` while the prompt pass runs (then "generating", "failed").
 PROMPT_PHASE = "reading the prompt"
 
-class TraceWidget(anywidget.AnyWidget):
+
+class TraceWidget(ViewWidget):
     """Base of every corevital view: a Trace's payload, the shared selection, and the edges.
 
     ``selection`` (dict): ``step`` (generated step, 0-based), ``token`` (prompt position),
@@ -56,8 +44,6 @@ class TraceWidget(anywidget.AnyWidget):
     wrong answer the health badge shows (default: the shipped one for the trace's model, the same
     number ``trace.summary()`` prints).
     """
-
-    _esm = _esm_source()
 
     view = traitlets.Unicode("dashboard").tag(sync=True)
     data = traitlets.Bytes(b"").tag(sync=True)
@@ -89,15 +75,6 @@ class TraceWidget(anywidget.AnyWidget):
         if trace is not None:
             self.set_trace(trace, tokenizer=tokenizer)
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        """The widget view, with a readable text/plain beside it (:meth:`text_face`) instead of
-        the object's repr: what terminals and notebook previews without widgets show."""
-        data = super()._repr_mimebundle_(**kwargs)
-        bundle = data[0] if isinstance(data, tuple) else data
-        if isinstance(bundle, dict):
-            bundle["text/plain"] = self.text_face()
-        return data
-
     def text_face(self) -> str:
         """What this view says as plain text (the trace's short summary, or the live progress)."""
         if self._trace is None:
@@ -106,6 +83,21 @@ class TraceWidget(anywidget.AnyWidget):
         from ..analysis.summary import short_summary
 
         return short_summary(self._trace)
+
+    def face_svg(self) -> str | None:
+        """The static picture of this view as it is now (selection, heatmap options), as SVG text;
+        None before the trace exists."""
+        if self._trace is None:
+            return None
+        return face_svg(self._trace, self.view, self.selection, self.options, self.risk_model)
+
+    def face_bundle(self) -> dict[str, str]:
+        """The static face's output bundle (``text/html`` and ``image/svg+xml``), with how to
+        share a page without a kernel."""
+        note = ("Static picture of this corevital view as saved; where widgets run, the live view below replaces it. "
+                if self._trace is not None else "")
+        return face_bundle(self.face_svg(), self.face_id, self.text_face(),
+                           note + "A page without a kernel: corevital.export_html(trace, path).")
 
     # ------------------------------------------------------------------ public API
     @property
@@ -130,6 +122,7 @@ class TraceWidget(anywidget.AnyWidget):
             self._update_edges(sel)
         else:
             self.selection = sel
+        self._update_faces(text_too=True)
 
     def select(self, **changes: Any) -> dict[str, Any]:
         """Change the selection from Python, e.g. ``select(token=5, layer=3, head=None)``."""
@@ -203,16 +196,23 @@ class TraceWidget(anywidget.AnyWidget):
         old, new = change["old"] or {}, change["new"]
         if any(old.get(k) != new.get(k) for k in ("token", "layer", "head")) or not self.edges:
             self._update_edges(new)
-        for cb in list(self._callbacks):
-            try:
-                cb(dict(new))
-            except Exception:  # a user callback must not break the widget's message handling
-                traceback.print_exc(file=sys.stderr)
+        if self._trace is not None:
+            self._update_faces()
+        if not self._callbacks:
+            return
+        with self._output_to_cell():
+            for cb in list(self._callbacks):
+                try:
+                    cb(dict(new))
+                except Exception:  # a user callback must not break the widget's message handling
+                    traceback.print_exc(file=sys.stderr)
 
     def _handle_options(self, change: dict[str, Any]) -> None:
         old, new = change["old"] or {}, change["new"]
         if bool(new.get("incoming")) and not bool(old.get("incoming")):
             self._update_edges(self.selection)  # attended_by is computed only when shown
+        if self._trace is not None and (old.get("heat_source"), old.get("heat_value")) != (new.get("heat_source"), new.get("heat_value")):
+            self._update_faces()
 
     def _update_edges(self, sel: dict[str, Any]) -> None:
         if not self._needs_edges or self._trace is None or sel.get("token") is None:
@@ -223,16 +223,6 @@ class TraceWidget(anywidget.AnyWidget):
         self.edges = edges_payload(self._trace, sel["token"], sel.get("layer"), sel.get("head"),
                                    incoming=bool(self.options.get("incoming")))
         self.edges_compute_s = time.perf_counter() - t0
-
-    def sync_nbytes(self) -> dict[str, int]:
-        """Bytes this widget's state sends to the browser when it is displayed: the JSON part
-        (``esm``: of which the front-end bundle), the binary buffers, and their ``total``."""
-        from ipywidgets.widgets.widget import _remove_buffers
-
-        state, _, buffers = _remove_buffers(self.get_state())
-        js = len(json.dumps(state, separators=(",", ":"), default=str).encode())
-        nbuf = sum(memoryview(b).nbytes for b in buffers)
-        return {"json": js, "esm": len(self._esm.encode()), "buffers": nbuf, "total": js + nbuf}
 
     def save_html(self, path: str | PathLike[str], title: str | None = None) -> Path:
         """Write a standalone HTML page showing this view as it is now (no kernel, no network)."""
@@ -282,33 +272,13 @@ class Dashboard(TraceWidget):
     view = traitlets.Unicode("dashboard").tag(sync=True)
     _needs_edges = True
 
-    _shown_in_cell: int | None = None
-
     def _display_now(self) -> None:
-        """Display the view now (before generation), so it can fill live."""
+        """Display the view now (before generation), so it can fill live; the cell's return value
+        then does not display it again."""
         from IPython import get_ipython
-        from IPython.display import display
 
-        display(_bundle(self), raw=True)
-        ip = get_ipython()
-        self._shown_in_cell = getattr(ip, "execution_count", None)
-
-    def _ipython_display_(self, **kwargs: Any) -> None:
-        # show() already displayed this dashboard in the running cell: don't show it twice when
-        # the cell ends with show(...)'s return value.
-        from IPython import get_ipython
-        from IPython.display import display
-
-        ip = get_ipython()
-        if self._shown_in_cell is not None and getattr(ip, "execution_count", None) == self._shown_in_cell:
-            self._shown_in_cell = None
-            return
-        display(_bundle(self), raw=True)
-
-
-def _bundle(widget: TraceWidget) -> dict[str, Any]:
-    b = widget._repr_mimebundle_()
-    return b[0] if isinstance(b, tuple) else b
+        self._display_with_face()
+        self._shown_in_cell = getattr(get_ipython(), "execution_count", None)
 
 
 def link_selection(*widgets: TraceWidget) -> list[Any]:

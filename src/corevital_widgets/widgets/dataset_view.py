@@ -143,6 +143,10 @@ def _scored(ts: "TraceSet", risk_model: "RiskModel", features: "pd.DataFrame | N
     return out, withheld
 
 
+#: rows of the table in the static face
+FACE_ROWS = 30
+
+
 class DatasetView(TraceWidget):
     """A table of the prompts of a TraceSet (prompt, answer, correct/incorrect, risk, verdict,
     steps, mean entropy), sortable by a click on a column header and filterable (text, correct /
@@ -361,6 +365,25 @@ class DatasetView(TraceWidget):
 
     def __repr__(self) -> str:
         return f"<DatasetView of {len(self._traceset)} prompts, row={self.row}>"
+
+    def face_svg(self) -> str | None:
+        return None  # the table's face is HTML (:meth:`face_bundle`), not a picture of one trace
+
+    def face_bundle(self) -> dict[str, str]:
+        """The static face: the counts (:meth:`text_face`) and the first rows of the table."""
+        from .static_face import face_bundle
+
+        f = self._frame
+        cols = [c for c in ("question", "answer", "expected", "correct", "verdict", "risk") if c in f.columns]
+        rows = f[cols].head(FACE_ROWS).copy()
+        for c in ("question", "answer", "expected"):
+            if c in rows:
+                rows[c] = rows[c].map(lambda v: _shorten(answer_display_text(v), PROMPT_CHARS))
+        table = rows.to_html(float_format=lambda v: f"{v:.2f}", na_rep="n/s", border=0)
+        more = f"<div>… and {len(f) - FACE_ROWS} more rows</div>" if len(f) > FACE_ROWS else ""
+        return face_bundle(None, self.face_id, self.text_face(),
+                           "Static copy of the table as saved; where widgets run, the live view below replaces it.",
+                           extra_html=table + more)
 
     def text_face(self) -> str:
         """The table in a few plain lines (what viewers without widgets show): counts of correct,

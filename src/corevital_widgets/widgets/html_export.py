@@ -15,7 +15,8 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .components import Dashboard, TraceWidget, _esm_source
+from .base import _esm_source
+from .components import Dashboard, TraceWidget
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..trace.trace import Trace

@@ -332,3 +332,50 @@ def edges_payload(trace: "Trace", token: int, layer: int | None, head: int | Non
          "in_queries": queries.astype(np.int32), "in_weights": wi.astype(np.float32)},
         echo,
     )
+
+
+# ------------------------------------------------------------------------ compare payload
+def compare_payload(c: Any) -> bytes:
+    """Encode a :class:`~corevital_widgets.analysis.compare.Comparison` for the compare view.
+
+    Arrays (``x`` = ``a`` or ``b``): ``x_prompt_tokens`` / ``x_generated_tokens`` (str),
+    ``x_changed`` (u1 per prompt token: differs from the other prompt), ``x_<metric>`` per
+    timeline metric (f4 [T_x]); with the same architecture ``diff_<stat>`` = b - a [L, H] of each
+    per-head statistic; always ``prof_x_<stat>`` per layer (per-head stats: mean over heads).
+    Meta: labels, same_prompt, same_shape, diverged_at, scale_source, shapes, both verdicts,
+    the ranked differences (``differences``: stat, layer, head, a, b, delta, scaled, text) and
+    each statistic's description and unit (``stats``).
+    """
+    from ..analysis.baseline import HEAD_STATS, LAYER_STATS
+    from ..analysis.compare import _DESCRIPTIONS, NORM_STEP
+
+    arrays: dict[str, ArrayLike] = {}
+    for side, t, changed in (("a", c.a, c.changed_a), ("b", c.b, c.changed_b)):
+        arrays[f"{side}_prompt_tokens"] = t.prompt_tokens
+        arrays[f"{side}_generated_tokens"] = t.generated_tokens
+        arrays[f"{side}_changed"] = changed.astype(np.uint8)
+        for name in TIMELINE_METRICS:
+            arrays[f"{side}_{name}"] = np.asarray(getattr(t.timeline, name), np.float32)
+    if c.same_shape:
+        for stat in HEAD_STATS:
+            arrays[f"diff_{stat}"] = c.head_difference(stat).astype(np.float32)
+    layer_stats = (*HEAD_STATS, *LAYER_STATS, NORM_STEP)
+    for stat in layer_stats:
+        pa, pb = c.layer_profiles(stat)
+        arrays[f"prof_a_{stat}"] = pa.astype(np.float32)
+        arrays[f"prof_b_{stat}"] = pb.astype(np.float32)
+    rows = _json_safe([{"stat": d.stat, "layer": d.layer, "head": d.head, "a": d.a, "b": d.b, "delta": d.delta,
+                        "scaled": d.scaled, "text": d.text()} for d in c.differences])
+    meta = {
+        "labels": list(c.labels), "same_prompt": bool(c.same_prompt), "same_shape": bool(c.same_shape),
+        "diverged_at": c.diverged_at, "scale_source": c.scale_source,
+        "shape_a": [c.a.n_layers, c.a.n_heads], "shape_b": [c.b.n_layers, c.b.n_heads],
+        "n_steps": [c.a.n_steps, c.b.n_steps], "n_prompt": [c.a.n_prompt, c.b.n_prompt],
+        "model_names": [str(c.a.meta.get("model_name", "")), str(c.b.meta.get("model_name", ""))],
+        "verdicts": [_json_safe(assess(c.a).to_dict()), _json_safe(assess(c.b).to_dict())],
+        "differences": rows,
+        "head_stats": list(HEAD_STATS), "layer_stats": list(layer_stats),
+        "stats": {k: {"label": v[0], "unit": v[1]} for k, v in _DESCRIPTIONS.items()},
+        "summary": c.summary(),
+    }
+    return encode_arrays(arrays, meta)
