@@ -26,6 +26,8 @@ export const DEFAULT_OPTIONS: ViewOptions = { heat_source: "step", heat_value: "
 export interface Progress { step: number; total: number; done: boolean; phase?: string; layer?: number; layers?: number }
 /** `progress.phase` while the prompt pass runs (Python's PROMPT_PHASE). */
 export const PROMPT_PHASE = "reading the prompt";
+/** `progress.phase` after a kernel interrupt (Python's INTERRUPTED_PHASE): no trace will come. */
+export const INTERRUPTED_PHASE = "interrupted";
 
 function asDataView(v: unknown): DataView | null {
   if (!v) return null;

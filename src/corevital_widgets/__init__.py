@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .widgets.dataset_view import DatasetView
     from .widgets.html_export import export_html
     from .widgets.show import show
+    from .widgets.compare_view import CompareView, compare
+    from .widgets.explorer import Explorer, explore
 
 _LAZY = {
     "analyze": ("engine.analyze", "analyze"),
@@ -58,6 +60,10 @@ _LAZY = {
     "register_baseline": ("analysis.registry", "register_baseline"),
     "assess": ("analysis.verdict", "assess"),
     "Verdict": ("analysis.verdict", "Verdict"),
+    "compare": ("widgets.compare_view", "compare"),
+    "CompareView": ("widgets.compare_view", "CompareView"),
+    "explore": ("widgets.explorer", "explore"),
+    "Explorer": ("widgets.explorer", "Explorer"),
 }
 
 
@@ -76,6 +82,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "analyze", "load_default_model", "show", "export_html", "Dashboard", "HealthBadge", "TokenTimeline",
     "HeadHeatmap", "AttentionGraph", "link_selection", "DatasetView", "analyze_many", "TraceSet", "RiskModel", "heuristic_risk",
-    "evaluate_risk", "build_suite", "grade", "Baseline", "fit_baseline", "register_baseline", "assess", "Verdict", "load_trace", "Trace", "TraceFileError", "SparseAttention", "Health", "FiredAt",
+    "evaluate_risk", "build_suite", "grade", "Baseline", "fit_baseline", "register_baseline", "assess", "Verdict", "compare", "CompareView", "explore", "Explorer", "load_trace", "Trace", "TraceFileError", "SparseAttention", "Health", "FiredAt",
     "Thresholds", "DEFAULT_THRESHOLDS", "SCHEMA_VERSION", "__version__",
 ]

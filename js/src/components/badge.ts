@@ -2,7 +2,7 @@
  * narrative and layer blame, and the health flags as facts with where each first fired. */
 import { h } from "../dom";
 import { fmt, riskColor } from "../scales";
-import type { Selection, Store, ViewOptions } from "../store";
+import { INTERRUPTED_PHASE, type Selection, type Store, type ViewOptions } from "../store";
 
 export const FLAG_LABELS: Record<string, string> = {
   nan_detected: "NaN values",
@@ -151,8 +151,12 @@ export function mountBadge(el: HTMLElement, store: Store): () => void {
     root.replaceChildren();
     const p = store.data;
     if (!p) {
-      root.append(h("span", { class: "cv-light cv-pending" }), h("span", { class: "cv-verdict", text: "health: pending" }));
-      root.dataset.verdict = "pending";
+      // no trace: still running, or never coming (failed / interrupted: say so, not "pending" forever)
+      const phase = store.progress?.phase;
+      const over = phase === "failed" || phase === INTERRUPTED_PHASE;
+      root.append(h("span", { class: "cv-light cv-pending" }),
+        h("span", { class: "cv-verdict", text: over ? `health: no trace (${phase})` : "health: pending" }));
+      root.dataset.verdict = over ? "none" : "pending";
       return;
     }
     const health = p.meta.health ?? {};
@@ -237,7 +241,7 @@ export function mountBadge(el: HTMLElement, store: Store): () => void {
     if (store.opts.heat_source === "prompt") store.setOptions({ heat_source: "step" }); // the lens view shows steps too
   });
 
-  store.on(["data"], draw);
+  store.on(["data", "progress"], draw);
   draw();
   return () => root.remove();
 }

@@ -3,7 +3,7 @@ import { h, observeResize, observeTheme, sizeCanvas, themeColor, widthOf } from 
 import type { Payload } from "../payload";
 import { css, fmt, interpolate, legendEnds, legendText, METRICS, metricDef, metricDomain, RAMP_ALARM, showToken, tokenColor, type Domain,
   type MetricDef } from "../scales";
-import { PROMPT_PHASE, type Progress, type Store } from "../store";
+import { INTERRUPTED_PHASE, PROMPT_PHASE, type Progress, type Store } from "../store";
 
 /** Values of a metric for the generated steps and the prompt tokens (prompt: surprisal only). */
 export function metricValues(p: Payload, key: string): { gen: Float32Array; prompt: Float32Array } {
@@ -70,6 +70,10 @@ export function progressText(pr: Progress): { label: string; fraction: number } 
     return { label: `${PROMPT_PHASE}: layer ${done}/${pr.layers}`, fraction: done / pr.layers };
   }
   const fraction = pr.total > 0 ? Math.min(1, pr.step / pr.total) : 0;
+  if (pr.phase === INTERRUPTED_PHASE) {
+    return { label: `interrupted by the kernel at ${pr.step}/${pr.total}: no trace, the model is as it was ` +
+      "(Stop in corevital.explore, or analyze(stop=…), keeps a partial trace)", fraction };
+  }
   return { label: pr.phase ? `${pr.phase} ${pr.step}/${pr.total}` : `${pr.step}/${pr.total}`, fraction };
 }
 
@@ -212,7 +216,7 @@ export function mountTimeline(el: HTMLElement, store: Store): () => void {
     (progress.firstChild as HTMLElement).style.width = `${(100 * text.fraction).toFixed(1)}%`;
     (progress.lastChild as HTMLElement).textContent = text.label;
     root.dataset.phase = pr.phase ?? "";
-    if (pr.phase === "failed" && !store.data) { progress.hidden = false; progress.classList.add("cv-failed"); }
+    if ((pr.phase === "failed" || pr.phase === INTERRUPTED_PHASE) && !store.data) { progress.hidden = false; progress.classList.add("cv-failed"); }
     root.dataset.progress = `${pr.step}/${pr.total}`;
   };
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import platform
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import threading
 
 from ..trace.groups import Attention, Heads, Layers, Prompt, Timeline
 from ..trace.health import DEFAULT_THRESHOLDS, Thresholds
@@ -101,6 +104,7 @@ def analyze(
     on_step: Callable[[int, int], None] | None = None,
     progress: bool = False,
     on_prompt_layer: Callable[[int, int], None] | None = None,
+    stop: "threading.Event | Callable[[], bool] | None" = None,
     **generate_kwargs: Any,
 ) -> Trace:
     """Generate from ``prompt`` with ``model`` and record the full metric set.
@@ -131,6 +135,10 @@ def analyze(
             telemetry during the prompt pass (blocks with attention; a long prompt's pass is the
             slow phase, so this is its progress).
         progress: show a tqdm progress bar.
+        stop: a ``threading.Event`` (or a callable returning bool): once set, generation ends
+            after the current step and the trace holds the steps made so far, with
+            ``trace.meta["stopped"]`` saying so (what a Stop button uses; a kernel interrupt
+            instead raises KeyboardInterrupt, the model restored).
         **generate_kwargs: passed to ``model.generate`` (e.g. temperature, top_p, repetition_penalty).
 
     Metrics are computed on the raw logits the model produced, before any sampling warpers.
@@ -178,6 +186,11 @@ def analyze(
     # one sequence, whatever the model's generation config says (FSMT's default is 5 beams)
     gen_kwargs["num_beams"] = 1
     gen_kwargs["num_return_sequences"] = 1
+    user_stop = _StopRequest(stop) if stop is not None else None
+    if user_stop is not None:
+        from transformers import StoppingCriteriaList
+
+        gen_kwargs["stopping_criteria"] = StoppingCriteriaList([*(gen_kwargs.get("stopping_criteria") or []), user_stop])
     streamer = _StepStreamer(on_step, max_new_tokens, progress, is_encoder_decoder=structure.is_encoder_decoder,
                              user_streamer=gen_kwargs.pop("streamer", None))
 
@@ -233,9 +246,35 @@ def analyze(
     )
     if collector.notes:
         trace.meta["notes"] = dict(collector.notes)
+    if user_stop is not None and user_stop.fired_at is not None:
+        # ended early on request: the trace holds every step made, and says it stopped
+        trace.meta["stopped"] = {"by": "request", "steps": trace.n_steps, "max_new_tokens": max_new_tokens}
     trace.meta["timings"] = {"setup_s": t_gen - t_start, "generate_s": t_done - t_gen,
                              "build_s": time.perf_counter() - t_done}
     return trace
+
+
+class _StopRequest:
+    """A generation stopping criterion that ends generation after the current step once ``stop``
+    is set (a ``threading.Event``) or returns True (a callable): a Stop button's request, not a
+    kernel interrupt. ``fired_at``: the generated length when it fired (None: it never did)."""
+
+    def __init__(self, stop: Any) -> None:
+        if hasattr(stop, "is_set"):
+            self._check = stop.is_set
+        elif callable(stop):
+            self._check = stop
+        else:
+            raise TypeError(f"stop must be a threading.Event or a callable returning bool, got {type(stop).__name__}")
+        self.fired_at: int | None = None
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        done = bool(self._check())
+        if done and self.fired_at is None:
+            self.fired_at = int(input_ids.shape[-1])
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
 def _implementation(model: Any) -> str | None:

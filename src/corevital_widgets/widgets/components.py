@@ -31,6 +31,8 @@ SelectCallback = Callable[[dict[str, Any]], None]
 
 #: ``progress["phase"]`` while the prompt pass runs (then "generating", "failed").
 PROMPT_PHASE = "reading the prompt"
+#: ``progress["phase"]`` after a kernel interrupt (KeyboardInterrupt): no trace is coming
+INTERRUPTED_PHASE = "interrupted"
 
 
 class TraceWidget(ViewWidget):

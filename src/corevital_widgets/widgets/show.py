@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .components import PROMPT_PHASE, Dashboard
+from .components import INTERRUPTED_PHASE, PROMPT_PHASE, Dashboard
 
 def _in_kernel() -> bool:
     """True inside a Jupyter kernel (where widgets render), False in a terminal or script."""
@@ -69,9 +69,11 @@ def show(model: Any, prompt: str | None = None, tokenizer: Any = None, *, displa
     analyze_kwargs.setdefault("progress", not live)
     try:
         trace = analyze(model, prompt, tokenizer, on_step=on_step, on_prompt_layer=on_prompt_layer, **analyze_kwargs)
-    except BaseException:
+    except BaseException as exc:
+        # the view says what happened (the tokens streamed so far stay); analyze restored the model
         dash.flush_live()
-        dash.progress = {**dash.progress, "done": True, "phase": "failed"}
+        dash.progress = {**dash.progress, "done": True,
+                         "phase": INTERRUPTED_PHASE if isinstance(exc, KeyboardInterrupt) else "failed"}
         raise
     dash.flush_live()
     dash.set_trace(trace, tokenizer=tokenizer)
