@@ -1,12 +1,15 @@
 """Measure the widgets on a 500-token prompt + 64 generated steps (SmolLM2, CPU).
 
-    .venv/bin/python benchmarks/bench_widgets.py [--trace PATH] [--prompt-tokens 500] [--steps 64]
+    .venv/bin/python benchmarks/bench_widgets.py [--trace PATH] [--prompt-tokens 500] [--steps 64] [--compare]
 
 Reports (and writes to artifacts/bench_widgets.json):
 - bytes the dashboard sends to the browser (JSON state incl. the front-end bundle, binary buffers);
 - Python-side time to encode the payload and to answer one selection (the sparse queries);
 - in headless Chromium, on the standalone export (no kernel): time from navigation to the
-  dashboard fully drawn, and to recolour after a metric switch.
+  dashboard fully drawn, and to recolour after a metric switch;
+- the static face saved beside each view (bytes, time to draw it in Python);
+- with --compare: the compare view of two such runs one word apart (bytes to the browser, Python's
+  compare and encode time, time to draw, local latency of a ranked-table click and a statistic switch).
 The kernel round trip (click -> edges drawn, through JupyterLab) is measured by
 tests/test_browser_widgets.py into artifacts/e2e_timings.json.
 Nothing is asserted: these are measurements.
@@ -26,13 +29,61 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_trace(prompt_tokens: int, steps: int):
+def make_trace(prompt_tokens: int, steps: int, variant: bool = False):
+    """A real SmolLM2 trace of a ``prompt_tokens`` prompt; ``variant``: the same prompt with one word changed."""
     import corevital_widgets as corevital
 
     model, tok = corevital.load_default_model()
     text = "The colour of the sky comes from light scattering in air; short wavelengths scatter more. " * 80
+    if variant:
+        text = text.replace("sky", "sea", 1)
     ids = tok(text)["input_ids"][:prompt_tokens]
     return corevital.analyze(model, tok.decode(ids), tok, max_new_tokens=steps)
+
+
+def compare_timings(trace_a, trace_b, page_path: Path, browser: bool) -> dict:
+    """The compare view of two runs: bytes to the browser, Python's compare + encode time, and in
+    Chromium (a standalone page of the view) the time to draw and the local latency of a table-row
+    click (the heatmap switching statistic and outlining the cell) and of a statistic switch."""
+    from corevital_widgets.analysis.compare import compare
+    from corevital_widgets.widgets import CompareView, widget_to_html
+    from corevital_widgets.widgets.payload import compare_payload
+
+    out: dict = {"compare_ms": median_ms(lambda: compare(trace_a, trace_b), 5)}
+    c = compare(trace_a, trace_b, ("A", "B"))
+    out["compare_payload_ms"] = median_ms(lambda: compare_payload(c), 5)
+    view = CompareView(c)
+    out["bytes_to_browser"] = view.sync_nbytes()
+    widget_to_html(view, page_path, title="corevital compare")
+    out["standalone_html_bytes"] = page_path.stat().st_size
+    if not browser:
+        return out
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium",
+                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        pg = b.new_page(viewport={"width": 1400, "height": 1100})
+        t0 = time.perf_counter()
+        pg.goto(page_path.as_uri())
+        pg.wait_for_selector(".cv-compare[data-ready='1']", timeout=60_000)
+        out["navigation_to_drawn_ms"] = (time.perf_counter() - t0) * 1000
+        out["row_click_local_update_ms"] = pg.evaluate("""() => new Promise(r => {
+            const rows = [...document.querySelectorAll('tr.cv-cmp-row')].filter(x => x.dataset.head !== '');
+            const t0 = performance.now();
+            rows[Math.min(3, rows.length - 1)].click();
+            requestAnimationFrame(() => r(performance.now() - t0));
+        })""")
+        out["stat_switch_ms"] = pg.evaluate("""() => new Promise(r => {
+            const sel = document.querySelector('.cv-cmp-stat');
+            const t0 = performance.now();
+            sel.value = sel.options[(sel.selectedIndex + 1) % sel.options.length].value;
+            sel.dispatchEvent(new Event('change', {bubbles: true}));
+            requestAnimationFrame(() => r(performance.now() - t0));
+        })""")
+        pg.screenshot(path=str(page_path.with_suffix(".png")), full_page=False)
+        b.close()
+    return out
 
 
 def synthetic_trace(P: int, T: int = 64, L: int = 30, H: int = 9, keys_per_row: int = 10, seed: int = 0):
@@ -128,6 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--prompt-tokens", type=int, default=500)
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--no-browser", action="store_true")
+    ap.add_argument("--compare", action="store_true",
+                    help="also measure the compare view of two such runs one word apart (bytes, click latency)")
     ap.add_argument("--synthetic-prompt", type=int, default=0,
                     help="measure a synthetic trace with this many prompt tokens instead (scale test, e.g. 4000)")
     args = ap.parse_args(argv)
@@ -165,6 +218,9 @@ def main(argv: list[str] | None = None) -> dict:
     out["standalone_html_bytes"] = page.stat().st_size
     if not args.no_browser:
         out["browser"] = browser_timings(page)
+    if args.compare and not args.synthetic_prompt:
+        other = make_trace(args.prompt_tokens, args.steps, variant=True)
+        out["compare"] = compare_timings(trace, other, ROOT / "artifacts" / "bench_compare.html", not args.no_browser)
     e2e = ROOT / "artifacts" / "e2e_timings.json"
     if e2e.exists():
         out["jupyterlab_e2e (from tests/test_browser_widgets.py)"] = json.loads(e2e.read_text())

@@ -94,7 +94,17 @@ def test_explore_run_stop_and_compare_in_jupyterlab(lab, browser):
         pg.screenshot(path=str(ARTIFACTS / "e2e_explore_compare.png"))
         page_rows = [[r.get_attribute(k) for k in ("data-stat", "data-layer", "data-head", "data-a", "data-b", "data-delta")]
                      for r in cmp.locator("tr.cv-cmp-row").all()]
-        # 4. what Python holds
+        # 4. a page reload while the kernel lives (the notebook saved, as a user's would be): the
+        # history, the picks and the compare view come back from the kernel
+        pg.locator(".jp-Notebook").first.click()
+        pg.keyboard.press("Control+s")
+        _wait_for(lambda: pg.locator(".jp-mod-dirty").count() == 0, 20, "the notebook saved")
+        pg.reload()
+        pg.wait_for_selector(".cv-explorer[data-ready='1']", timeout=60_000)
+        _wait_for(lambda: pg.locator(".cv-ex-history tr.cv-ex-row").count() == 3, 30, "the history after a reload")
+        assert pg.locator(".cv-explorer").get_attribute("data-picked") == "2,3"
+        pg.wait_for_selector(".cv-compare[data-ready='1']", timeout=30_000)
+        # 5. what Python holds
         _run_cell(pg, 1)
         _wait_idle_cell(pg, 1, 60)
     finally:

@@ -15,7 +15,7 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .base import _esm_source
+from .base import ViewWidget, _esm_source
 from .components import Dashboard, TraceWidget
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,18 +66,18 @@ document.body.dataset.rendered = "1";
 """
 
 
-def _state(widget: TraceWidget) -> dict[str, Any]:
+def _state(widget: "ViewWidget") -> dict[str, Any]:
     out: dict[str, Any] = {"_static": True}
-    for key in (*_STATE_KEYS, *(k for k in _DATASET_KEYS if widget.has_trait(k))):
+    for key in (k for k in (*_STATE_KEYS, *_DATASET_KEYS) if widget.has_trait(k)):
         v = getattr(widget, key)
         out[key] = {"__b64__": base64.b64encode(bytes(v)).decode("ascii")} if isinstance(v, (bytes, bytearray, memoryview)) else v
     return out
 
 
-def _verdict_block(widget: TraceWidget) -> str:
+def _verdict_block(widget: "ViewWidget") -> str:
     """The verdict's sentence and narrative as plain page text: what the page says before (or
     without) its script; the rendered badge then says the same and this block goes."""
-    trace = widget.trace
+    trace = getattr(widget, "trace", None)
     if trace is None:
         return ""
     from ..analysis.verdict import assess
@@ -94,9 +94,9 @@ def _script_safe(text: str) -> str:
     return text.replace("</", "<\\/")
 
 
-def widget_to_html(widget: TraceWidget, path: str | PathLike[str], title: str | None = None) -> Path:
+def widget_to_html(widget: "ViewWidget", path: str | PathLike[str], title: str | None = None) -> Path:
     """Write ``widget`` (any corevital view) as a standalone page at ``path``; returns the path."""
-    trace = widget.trace
+    trace = getattr(widget, "trace", None)
     if title is None:
         name = trace.meta.get("model_name", "model") if trace is not None else "model"
         title = f"corevital · {name}"
