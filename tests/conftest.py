@@ -49,3 +49,28 @@ def smollm2_traceset(smollm2, tmp_path_factory):
                                 max_new_tokens=8, logit_lens=True, progress=False)
     correct = [grade(item, text) for item, text in zip(items, ts.to_pandas()["text"])]
     return ts, items, correct
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    """A local Hugging Face model folder (what `corevital analyze/batch MODEL_DIR` and the Ray
+    workers load): a random-weight Llama (4 layers, hidden 64, GQA 4/2 heads; initializer range 0.4
+    so greedy choices are clear-cut, never near-ties that thread counts could flip) saved with
+    save_pretrained, beside the offline byte tokenizer of tests/tiny_tokenizer.py with a small
+    chat template."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from .tiny_tokenizer import VOCAB_SIZE, byte_tokenizer
+
+    tok = byte_tokenizer.__wrapped__()  # a fresh one (the cached one stays without a chat template)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=VOCAB_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=0, initializer_range=0.4)
+    folder = tmp_path_factory.mktemp("tiny_llama_dir")
+    LlamaForCausalLM(cfg).eval().save_pretrained(folder)
+    tok.chat_template = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}assistant:{% endif %}")
+    tok.save_pretrained(folder)
+    return folder

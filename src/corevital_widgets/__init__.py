@@ -21,6 +21,7 @@ from .trace.trace import SCHEMA_VERSION, Trace
 
 if TYPE_CHECKING:  # pragma: no cover
     from .batch import TraceSet, analyze_many
+    from .distributed import ray_analyze_many
     from .engine.analyze import analyze
     from .analysis.baseline import Baseline
     from .analysis.registry import register_baseline
@@ -50,6 +51,7 @@ _LAZY = {
     "DatasetView": ("widgets.dataset_view", "DatasetView"),
     "analyze_many": ("batch", "analyze_many"),
     "TraceSet": ("batch", "TraceSet"),
+    "ray_analyze_many": ("distributed", "ray_analyze_many"),
     "RiskModel": ("analysis.risk", "RiskModel"),
     "heuristic_risk": ("analysis.risk", "heuristic_risk"),
     "evaluate_risk": ("analysis.risk", "evaluate_risk"),
@@ -81,7 +83,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "analyze", "load_default_model", "show", "export_html", "Dashboard", "HealthBadge", "TokenTimeline",
-    "HeadHeatmap", "AttentionGraph", "link_selection", "DatasetView", "analyze_many", "TraceSet", "RiskModel", "heuristic_risk",
+    "HeadHeatmap", "AttentionGraph", "link_selection", "DatasetView", "analyze_many", "TraceSet", "ray_analyze_many", "RiskModel", "heuristic_risk",
     "evaluate_risk", "build_suite", "grade", "Baseline", "fit_baseline", "register_baseline", "assess", "Verdict", "compare", "CompareView", "explore", "Explorer", "load_trace", "Trace", "TraceFileError", "SparseAttention", "Health", "FiredAt",
     "Thresholds", "DEFAULT_THRESHOLDS", "SCHEMA_VERSION", "__version__",
 ]

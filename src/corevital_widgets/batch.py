@@ -313,3 +313,44 @@ def fit_baseline(
                       max_new_tokens=max_new_tokens, **analyze_kwargs)
     healthy = [t for t in ts if not _numeric_fault(t)]
     return Baseline.fit(healthy, description=description or f"{len(prompts)} ordinary prompts, {max_new_tokens} new tokens")
+
+
+# --- out_dir helpers shared with the Ray path (distributed.py) and the command line -------------
+
+def resume_summaries(out: Path, keys: Sequence[str]) -> list[dict[str, Any] | None]:
+    """What is already traced in ``out``, as ``analyze_many`` decides it: per key the summary of a
+    saved trace (from the manifest's cache, else by loading the file), ``None`` when the prompt
+    still needs tracing. Removes temp files of saves killed midway and unreadable trace files."""
+    for stale in out.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    cached: dict[str, dict[str, Any]] = {}
+    mpath = out / MANIFEST_NAME
+    if mpath.is_file():
+        try:
+            old = json.loads(mpath.read_text(encoding="utf-8"))
+            cached = {e["key"]: e["summary"] for e in old.get("entries", []) if e.get("summary") is not None}
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            cached = {}  # the manifest is only a cache
+    summaries: list[dict[str, Any] | None] = [None] * len(keys)
+    for i, key in enumerate(keys):
+        path = out / f"{key}{TRACE_SUFFIX}"
+        if not path.is_file():
+            continue
+        if key in cached:
+            summaries[i] = cached[key]
+            continue
+        try:
+            summaries[i] = trace_summary_row(load_trace(path))
+        except TraceFileError:
+            path.unlink(missing_ok=True)
+    return summaries
+
+
+def write_manifest(out: Path, model_name: str, analyze_kwargs: dict[str, Any], prompts: Sequence[str],
+                   keys: Sequence[str], summaries: Sequence[dict[str, Any] | None]) -> None:
+    """Write ``out/manifest.json`` atomically, in ``analyze_many``'s format (``TraceSet.load`` reads it)."""
+    entries = [{"index": i, "key": k, "prompt": p, "file": f"{k}{TRACE_SUFFIX}", "summary": s}
+               for i, (k, p, s) in enumerate(zip(keys, prompts, summaries))]
+    _write_json_atomic(out / MANIFEST_NAME, {"version": MANIFEST_VERSION, "model": model_name,
+                                             "analyze_kwargs": {k: repr(v) for k, v in analyze_kwargs.items() if k not in _UNKEYED},
+                                             "entries": entries})

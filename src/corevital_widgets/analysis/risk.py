@@ -616,13 +616,14 @@ def trace_risk(trace: "Trace", risk_model: Any = None) -> TraceRisk | None:
             warnings.simplefilter("ignore")
             risk_model = RiskModel.load_default(trace if trace.meta.get("model_fingerprint")
                                                 else str(trace.meta.get("model_name", "")))
-    try:
+    try:  # a feature the model needs is undefined for this trace (e.g. no middle layers in a 2-layer model)
         value = float(risk_model.predict_proba(trace))
+        outside = tuple(risk_model.outside_range(trace))
     except ValueError:
         return None
     if not np.isfinite(value):
         return None
-    return TraceRisk(value, str(risk_model.kind), tuple(risk_model.outside_range(trace)), validation_text(risk_model))
+    return TraceRisk(value, str(risk_model.kind), outside, validation_text(risk_model))
 
 
 def validation_text(risk_model: "RiskModel") -> str:

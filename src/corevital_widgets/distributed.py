@@ -1,0 +1,294 @@
+"""``ray_analyze_many``: ``analyze_many`` over every GPU of a host or a Ray cluster (the optional
+extra ``corevital-widgets[ray]``).
+
+The driver reads the prompts, names each prompt's trace file exactly as ``analyze_many`` does
+(``prompt_key``: index, text, model name, analyze keyword arguments), and leaves out every prompt
+whose file is already in ``out_dir`` (and loads). Ray Data sends the rest to a pool of actors —
+one per GPU, or CPU actors on a laptop — each of which calls the user's ``loader`` once, traces
+its batches and saves every trace atomically to ``out_dir`` as soon as it is made. Each actor
+also skips files that appeared meanwhile, so a retried task (an actor that died and was
+restarted) never traces a prompt twice. The driver collects the summaries, writes the manifest
+and returns a :class:`~corevital_widgets.TraceSet` (``TraceSet.load(out_dir)`` works too). A run
+that is killed or fails loses at most the batches in flight; running it again — or
+``analyze_many(model, prompts, out_dir=...)`` with the same model name and keyword arguments —
+resumes.
+
+Why the driver reads the prompts (not ``ray.data.read_json``): it needs every prompt anyway, for
+the keys, the resume check, the manifest and the returned TraceSet, and a malformed JSONL line
+must be reported with its line number. Ray Data carries only the pending rows to the actors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from os import PathLike
+from pathlib import Path
+from typing import Any, Callable
+
+from .batch import (
+    TRACE_SUFFIX,
+    TraceSet,
+    _check_prompts,
+    _model_name,
+    prompt_key,
+    resume_summaries,
+    trace_summary_row,
+    write_manifest,
+)
+from .model_dir import ModelDirLoader
+from .prompt_files import read_prompts
+
+#: seconds between manifest writes while results stream in (the trace files are the truth).
+MANIFEST_INTERVAL_S = 5.0
+_RESERVED = {"prompt", "prompts", "tokenizer", "out_dir", "progress"}
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"ray_analyze_many needs Ray Data ({err}); install the extra: pip install 'corevital-widgets[ray]'"
+        ) from None
+    return ray
+
+
+def _resolve_loader(loader: Any, model_name: str | None) -> tuple[Callable[[], tuple[Any, Any]], str]:
+    if isinstance(loader, (str, PathLike)):
+        loader = ModelDirLoader(os.fspath(loader))
+    if not callable(loader):
+        raise TypeError(
+            f"loader must be a zero-argument callable returning (model, tokenizer), or a local model folder; "
+            f"got {type(loader).__name__}"
+        )
+    if model_name is None:
+        model_name = getattr(loader, "model_name", None)
+    if not isinstance(model_name, str) or not model_name:
+        raise TypeError(
+            "pass model_name=... (the name in the trace file names; analyze_many uses the model's "
+            "config.name_or_path, e.g. the folder it was loaded from) or give the loader a model_name "
+            "attribute (corevital_widgets.model_dir.ModelDirLoader has one)"
+        )
+    return loader, model_name
+
+
+class _TraceWorker:
+    """One Ray actor: loads the model once, then traces and saves batches of prompts."""
+
+    def __init__(self, loader: Callable[[], tuple[Any, Any]], out_dir: str, batch_size: int,
+                 analyze_kwargs: dict[str, Any]) -> None:
+        from .engine.loading import resolve_model, resolve_tokenizer
+
+        model, tokenizer = loader()
+        self.model = resolve_model(model)
+        self.tokenizer = resolve_tokenizer(self.model, tokenizer)
+        self.name = _model_name(self.model)
+        self.out = Path(out_dir)
+        self.batch_size = batch_size
+        self.analyze_kwargs = analyze_kwargs
+
+    def _saved_summary(self, path: Path) -> dict[str, Any] | None:
+        from .trace.storage import TraceFileError, load_trace
+
+        if not path.is_file():
+            return None
+        try:
+            return trace_summary_row(load_trace(path))
+        except TraceFileError:
+            path.unlink(missing_ok=True)
+            return None
+
+    def __call__(self, batch: Any) -> Any:
+        import pandas as pd
+
+        from .batch import analyze_many
+        from .engine.analyze import analyze
+
+        indices, prompts, keys = list(batch["index"]), list(batch["prompt"]), list(batch["key"])
+        paths = [self.out / f"{k}{TRACE_SUFFIX}" for k in keys]
+        summaries = [self._saved_summary(p) for p in paths]  # a retried task skips what it saved before
+        traced = [False] * len(keys)
+        todo = [j for j, s in enumerate(summaries) if s is None]
+        if self.batch_size > 1 and len(todo) > 1:
+            ts = analyze_many(self.model, [prompts[j] for j in todo], self.tokenizer, out_dir=None, progress=False,
+                              batch_size=self.batch_size, **self.analyze_kwargs)
+            for j, trace in zip(todo, ts):
+                trace.save(paths[j])
+                summaries[j], traced[j] = trace_summary_row(trace), True
+        else:
+            for j in todo:
+                trace = analyze(self.model, prompts[j], self.tokenizer, **self.analyze_kwargs)
+                trace.save(paths[j])  # atomic: temp file + rename
+                summaries[j], traced[j] = trace_summary_row(trace), True
+        return pd.DataFrame({
+            "index": [int(i) for i in indices],
+            "summary": [json.dumps(s, allow_nan=True) for s in summaries],
+            "traced": traced,
+            "model_name": [self.name] * len(keys),
+        })
+
+
+def _plan_resources(ray: Any, n_blocks: int, num_workers: int | None,
+                    num_gpus_per_worker: float | None) -> tuple[int, float, float]:
+    """(workers, GPUs per worker, CPUs per worker): one worker per GPU when the cluster has GPUs,
+    else CPU workers sharing the cores; never more workers than there are batches."""
+    total = ray.cluster_resources()
+    gpus, cpus = float(total.get("GPU", 0)), float(total.get("CPU", 1))
+    node_cpus = max((float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=cpus)
+    if num_gpus_per_worker is None:
+        num_gpus_per_worker = 1.0 if gpus >= 1 else 0.0
+    if num_gpus_per_worker < 0:
+        raise ValueError(f"num_gpus_per_worker must be >= 0, got {num_gpus_per_worker}")
+    if num_gpus_per_worker > 0:
+        if gpus < num_gpus_per_worker:
+            raise ValueError(f"num_gpus_per_worker={num_gpus_per_worker} but the Ray cluster has {gpus:g} GPUs")
+        workers = num_workers if num_workers is not None else int(gpus // num_gpus_per_worker)
+        cpus_each = 1.0
+    else:
+        workers = num_workers if num_workers is not None else max(1, min(4, int(cpus) // 2))
+        cpus_each = float(max(1, min(int(node_cpus), int(cpus) // max(1, workers))))
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"num_workers must be a positive int, got {workers!r}")
+    return min(workers, n_blocks), float(num_gpus_per_worker), cpus_each
+
+
+def _local_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return os.cpu_count() or 1
+
+
+def ray_analyze_many(
+    loader: Callable[[], tuple[Any, Any]] | str | PathLike[str],
+    prompts: Any,
+    out_dir: str | PathLike[str],
+    *,
+    model_name: str | None = None,
+    address: str | None = None,
+    num_workers: int | None = None,
+    num_gpus_per_worker: float | None = None,
+    batch_size: int = 1,
+    progress: bool = True,
+    **analyze_kwargs: Any,
+) -> TraceSet:
+    """Trace many prompts on a Ray cluster (or a local Ray on this machine) into ``out_dir``.
+
+    Args:
+        loader: a picklable zero-argument callable returning ``(model, tokenizer)``, called once
+            per worker (put the model on ``"cuda"``: each GPU worker sees only its own GPU); or a
+            local Hugging Face model folder (loaded offline by
+            :class:`~corevital_widgets.model_dir.ModelDirLoader`).
+        prompts: a list of strings, a pandas DataFrame with a ``prompt`` column, or the path (or
+            fsspec URL) of a JSONL file (``{"prompt": ...}`` per line) or a Parquet file.
+        out_dir: a folder the driver and every worker can write (on a cluster: a shared
+            filesystem). Trace files are named as by ``analyze_many`` for the same model name and
+            keyword arguments, so each resumes the other's runs.
+        model_name: the model name in the file keys. Default: ``loader.model_name`` (a folder
+            loader's folder, which is what ``analyze_many`` uses for a model loaded from it:
+            ``config.name_or_path``). Required for loaders without that attribute.
+        address: where to run when this process has not joined a Ray yet (one it has joined,
+            e.g. with your own ``ray.init(...)``, is used as it is and left running): ``None`` or
+            ``"local"`` starts a local Ray (all cores, no dashboard) that is shut down at the end;
+            otherwise the cluster to connect to (``"auto"``, ``"ray://head:10001"``, ``"10.0.0.1:6379"``).
+        num_workers: model replicas. Default: one per GPU of the cluster; without GPUs, half the
+            CPUs (1 to 4 workers), each with an equal share of the cores.
+        num_gpus_per_worker: default 1 when the cluster has GPUs, else 0 (CPU workers);
+            fractions pack several replicas on one GPU.
+        batch_size: prompts per ``generate`` call (``analyze_many(..., batch_size=N)`` inside each
+            worker); 1 traces prompt by prompt, each saved as soon as it is done.
+        progress: a tqdm bar on the driver (prompts done, including those done before).
+        **analyze_kwargs: passed to ``analyze`` for every prompt (``max_new_tokens``, ``seed``...).
+    """
+    ray = _import_ray()
+    from tqdm.auto import tqdm
+
+    loader, model_name = _resolve_loader(loader, model_name)
+    bad = sorted(_RESERVED & set(analyze_kwargs))
+    if bad:
+        raise TypeError(f"{bad[0]}= is not an analyze keyword here: pass the prompts as `prompts` and the folder as `out_dir`")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    prompts = _check_prompts(read_prompts(prompts))
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"out_dir {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+    keys = [prompt_key(i, p, model_name, analyze_kwargs) for i, p in enumerate(prompts)]
+    summaries = resume_summaries(out, keys)
+    write_manifest(out, model_name, analyze_kwargs, prompts, keys, summaries)
+    pending = [i for i, s in enumerate(summaries) if s is None]
+    result = TraceSet(prompts=prompts, keys=keys, summaries=summaries, out_dir=out)  # type: ignore[arg-type]
+    if not pending:
+        return result
+
+    started = False
+    if not ray.is_initialized():
+        if address in (None, "local"):
+            ray.init(num_cpus=_local_cpus(), include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING, configure_logging=True)
+        else:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        started = True
+
+    ctx = ray.data.DataContext.get_current()
+    quiet = {"enable_progress_bars": False, "print_on_execution_start": False}  # our bar replaces Ray Data's
+    saved_ctx = {k: getattr(ctx, k) for k in quiet if hasattr(ctx, k)}
+    loggers = {name: logging.getLogger(name) for name in ("ray.data", "ray.data._internal.progress")}
+    saved_levels = {name: lg.level for name, lg in loggers.items()}
+    per_block = batch_size
+    n_blocks = math.ceil(len(pending) / per_block)
+    bar = tqdm(total=len(prompts), initial=len(prompts) - len(pending), disable=not progress,
+               desc="ray_analyze_many", unit="prompt")
+    names_seen: set[str] = set()
+    last_write = time.monotonic()
+    try:
+        for k in saved_ctx:
+            setattr(ctx, k, quiet[k])
+        loggers["ray.data"].setLevel(logging.WARNING)  # keep warnings such as unschedulable workers
+        loggers["ray.data._internal.progress"].setLevel(logging.ERROR)  # not "progress bars disabled"
+        workers, gpus_each, cpus_each = _plan_resources(ray, n_blocks, num_workers, num_gpus_per_worker)
+        rows = [{"index": i, "prompt": prompts[i], "key": keys[i]} for i in pending]
+        ds = ray.data.from_items(rows, override_num_blocks=n_blocks).map_batches(
+            _TraceWorker,
+            fn_constructor_kwargs={"loader": loader, "out_dir": str(out.resolve()), "batch_size": batch_size,
+                                   "analyze_kwargs": analyze_kwargs},
+            batch_size=per_block, batch_format="pandas",
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_gpus=gpus_each, num_cpus=cpus_each,
+        )
+        for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+            for index, summary, name in zip(batch["index"], batch["summary"], batch["model_name"]):
+                summaries[int(index)] = json.loads(summary)
+                names_seen.add(str(name))
+                bar.update(1)
+            if time.monotonic() - last_write > MANIFEST_INTERVAL_S:
+                write_manifest(out, model_name, analyze_kwargs, prompts, keys, summaries)
+                last_write = time.monotonic()
+    finally:
+        bar.close()
+        write_manifest(out, model_name, analyze_kwargs, prompts, keys, summaries)
+        for k, v in saved_ctx.items():
+            setattr(ctx, k, v)
+        for name, level in saved_levels.items():
+            loggers[name].setLevel(level)
+        if started:
+            ray.shutdown()
+    other = names_seen - {model_name}
+    if other:
+        warnings.warn(
+            f"the trace files are keyed by model_name={model_name!r} but the loaded model calls itself "
+            f"{sorted(other)[0]!r}; analyze_many on that model object would use other file names",
+            stacklevel=2,
+        )
+    missing = [i for i, s in enumerate(summaries) if s is None]
+    if missing:  # pragma: no cover - Ray raises first when a batch fails
+        raise RuntimeError(f"{len(missing)} prompts were not traced (first: {missing[0]}); run again to resume")
+    return result
