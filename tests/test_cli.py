@@ -3,7 +3,6 @@ errors with exit status 2, and a batch interrupted with Ctrl-C that resumes wher
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
@@ -182,8 +181,6 @@ def test_batch_chat_keys_match_analyze_many(tiny_llama_dir, tmp_path, capsys):
     assert _stamps(out) == before and len(ts) == 3
 
 
-@pytest.mark.skipif("batch_size" not in inspect.signature(analyze_many).parameters,
-                    reason="analyze_many has no batch_size yet (the batched engine)")
 def test_batch_size_gives_the_same_files(tiny_llama_dir, tmp_path, capsys):
     folder = str(tiny_llama_dir)
     prompts = _jsonl(tmp_path / "p.jsonl", PROMPTS[:5])

@@ -187,6 +187,7 @@ def analyze_many(
     *,
     out_dir: str | PathLike[str] | None = None,
     progress: bool = True,
+    batch_size: int = 1,
     **analyze_kwargs: Any,
 ) -> TraceSet:
     """Run :func:`corevital_widgets.analyze` on every prompt and collect a :class:`TraceSet`.
@@ -198,6 +199,11 @@ def analyze_many(
             skips prompts already traced with the same text, model and keyword arguments.
             Without it every Trace stays in memory.
         progress: show a ``tqdm.auto`` progress bar (a widget in notebooks).
+        batch_size: prompts per ``generate`` call (1: one ``analyze`` per prompt). Larger batches go
+            through :func:`corevital_widgets.engine.batched.analyze_batch`: the prompts still to trace
+            are sorted by length (little padding), traced N at a time, and every trace equals (float
+            tolerance) the one batch size 1 gives; files, names, order and resuming are the same.
+            What cannot be batched exactly is traced alone, with a warning.
         **analyze_kwargs: passed to ``analyze`` for every prompt (max_new_tokens, seed, ...).
     """
     from tqdm.auto import tqdm
@@ -206,6 +212,8 @@ def analyze_many(
     from .engine.loading import resolve_model, resolve_tokenizer
 
     prompts = _check_prompts(prompts)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if "prompt" in analyze_kwargs:
         raise TypeError("pass the prompts as the `prompts` list, not prompt=")
     model = resolve_model(model)
@@ -221,42 +229,26 @@ def analyze_many(
         if out.exists() and not out.is_dir():
             raise NotADirectoryError(f"out_dir {out} exists and is not a folder")
         out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(".*.tmp"):  # temp files of a save that was killed midway
-            stale.unlink(missing_ok=True)
-        cached: dict[str, dict[str, Any]] = {}
-        mpath = out / MANIFEST_NAME
-        if mpath.is_file():
-            try:
-                old = json.loads(mpath.read_text(encoding="utf-8"))
-                cached = {e["key"]: e["summary"] for e in old.get("entries", []) if e.get("summary") is not None}
-            except (json.JSONDecodeError, KeyError, TypeError):
-                cached = {}  # a damaged manifest is only a cache: rebuild it from the trace files
-        for i, key in enumerate(keys):
-            path = out / f"{key}{TRACE_SUFFIX}"
-            if not path.is_file():
-                continue
-            if key in cached:
-                summaries[i] = cached[key]
-                continue
-            try:  # saved, but the manifest was not updated before the crash
-                summaries[i] = trace_summary_row(load_trace(path))
-            except TraceFileError:
-                path.unlink()  # unreadable: trace it again
+        summaries = resume_summaries(out, keys)
     else:
         traces = []
 
-    def write_manifest() -> None:
-        if out is None:
-            return
-        entries = [{"index": i, "key": k, "prompt": p, "file": f"{k}{TRACE_SUFFIX}", "summary": s}
-                   for i, (k, p, s) in enumerate(zip(keys, prompts, summaries))]
-        _write_json_atomic(out / MANIFEST_NAME, {"version": MANIFEST_VERSION, "model": name,
-                                                 "analyze_kwargs": {k: repr(v) for k, v in analyze_kwargs.items() if k not in _UNKEYED},
-                                                 "entries": entries})
+    def save_manifest() -> None:
+        if out is not None:
+            write_manifest(out, name, analyze_kwargs, prompts, keys, summaries)
 
     done = sum(s is not None for s in summaries)
-    write_manifest()
+    save_manifest()
     bar = tqdm(total=len(prompts), initial=done, disable=not progress, desc="analyze_many", unit="prompt")
+    if batch_size > 1:
+        try:
+            by_index = _trace_batched(model, tokenizer, prompts, keys, summaries, out, int(batch_size), analyze_kwargs,
+                                      save_manifest, bar)
+        finally:
+            bar.close()
+        if traces is not None:
+            traces = [by_index[i] for i in range(len(prompts))]
+        return TraceSet(prompts=prompts, keys=keys, summaries=summaries, out_dir=out, _traces=traces)  # type: ignore[arg-type]
     try:
         for i, prompt in enumerate(prompts):
             if summaries[i] is not None:
@@ -265,7 +257,7 @@ def analyze_many(
             summaries[i] = trace_summary_row(trace)
             if out is not None:
                 trace.save(out / f"{keys[i]}{TRACE_SUFFIX}")
-                write_manifest()
+                save_manifest()
             else:
                 assert traces is not None
                 traces.append(trace)
@@ -273,6 +265,46 @@ def analyze_many(
     finally:
         bar.close()
     return TraceSet(prompts=prompts, keys=keys, summaries=summaries, out_dir=out, _traces=traces)  # type: ignore[arg-type]
+
+
+def _trace_batched(model: Any, tokenizer: Any, prompts: list[str], keys: list[str],
+                   summaries: list[dict[str, Any] | None], out: Path | None, batch_size: int,
+                   analyze_kwargs: dict[str, Any], save_manifest: Any, bar: Any) -> dict[int, "Trace"]:
+    """analyze_many's batched loop: the prompts still to trace, shortest first, ``batch_size`` per
+    ``analyze_batch`` call; a batch's traces are saved while the next batch runs. Returns the
+    traces by prompt index when there is no ``out``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .engine.batched import analyze_batch
+
+    todo = [i for i, s in enumerate(summaries) if s is None]
+    length = {i: len(tokenizer(prompts[i])["input_ids"]) for i in todo}
+    todo.sort(key=lambda i: (length[i], i))
+    kept: dict[int, "Trace"] = {}
+    # a batch's files are compressed and written on a saver thread while the next batch runs
+    # (zstd releases the GIL); one batch of saves in flight at most, the manifest written once
+    # they are on disk (a crash before that re-traces them: resuming trusts files, not the manifest)
+    with ThreadPoolExecutor(1, thread_name_prefix="corevital-save") as saver:
+        in_flight: list[Any] = []
+        for b0 in range(0, len(todo), batch_size):
+            members = todo[b0 : b0 + batch_size]
+            traces = analyze_batch(model, [prompts[i] for i in members], tokenizer, **analyze_kwargs)
+            for f in in_flight:
+                f.result()
+            if in_flight:
+                save_manifest()
+            in_flight = []
+            for i, trace in zip(members, traces):
+                summaries[i] = trace_summary_row(trace)
+                if out is not None:
+                    in_flight.append(saver.submit(trace.save, out / f"{keys[i]}{TRACE_SUFFIX}"))
+                else:
+                    kept[i] = trace
+            bar.update(len(members))
+        for f in in_flight:
+            f.result()
+    save_manifest()
+    return kept
 
 
 def _numeric_fault(trace: "Trace") -> bool:

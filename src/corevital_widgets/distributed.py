@@ -255,7 +255,9 @@ def ray_analyze_many(
         loggers["ray.data"].setLevel(logging.WARNING)  # keep warnings such as unschedulable workers
         loggers["ray.data._internal.progress"].setLevel(logging.ERROR)  # not "progress bars disabled"
         workers, gpus_each, cpus_each = _plan_resources(ray, n_blocks, num_workers, num_gpus_per_worker)
-        rows = [{"index": i, "prompt": prompts[i], "key": keys[i]} for i in pending]
+        # similar lengths together (characters stand for tokens here): less padding in each batch
+        rows = [{"index": i, "prompt": prompts[i], "key": keys[i]}
+                for i in sorted(pending, key=lambda i: (len(prompts[i]), i))]
         ds = ray.data.from_items(rows, override_num_blocks=n_blocks).map_batches(
             _TraceWorker,
             fn_constructor_kwargs={"loader": loader, "out_dir": str(out.resolve()), "batch_size": batch_size,

@@ -13,8 +13,9 @@ during ``analyze``), which recomputes the pre-softmax scores beside it:
 
 - a decode step (one query row): the masked score row goes to the collector, which reduces
   all layers at once when the step's forward ends;
-- a prompt pass (prefill or encoder): fused Triton kernels on CUDA, else a blocked pass over
-  query tiles, so at most one tile of one layer's attention exists at any time.
+- a prompt pass (prefill or encoder): fused Triton kernels on CUDA, a cache-sized blocked pass
+  on the CPU (:func:`.prompt_attention.cpu_prompt_layer`), else a blocked pass over query
+  tiles; at most one tile of one layer's attention exists at any time.
 
 How the scores are formed from the call's arguments (scaling, T5 position bias, soft-capping,
 sliding windows, implicit causal masking, attention sinks) is :class:`CallSpec`; which
@@ -36,6 +37,7 @@ from torch import nn
 
 from . import metrics
 from . import triton_prompt
+from .prompt_attention import cpu_prompt_layer, cpu_prompt_supported
 from .triton_prompt import fused_prompt_layer, fused_prompt_supported
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -248,7 +250,7 @@ def observe_call(collector: "Collector", module: nn.Module, query: torch.Tensor,
     if collector.verifying(entry[0]):
         collector.verify_call(entry, module, query, key, value, attention_mask, spec, output)
     q_len = query.shape[-2]
-    if q_len > 1:  # a prompt pass: fused kernels on CUDA, else blocked over query tiles
+    if q_len > 1:  # a prompt pass: fused kernels on CUDA, cache-sized tiles on the CPU, else query tiles
         n_keys = spec.key_limit(module, attention_mask, q_len, key.shape[-2])
         key = key[..., :n_keys, :]
         acc, step = collector.prompt_pass(entry, query.shape[1], n_keys, query.device)
@@ -260,6 +262,9 @@ def observe_call(collector: "Collector", module: nn.Module, query: torch.Tensor,
                 fused = _try_fused(query, key, spec.scaling, causal, acc.threshold, acc.cap, collector.tile_bytes)
             if fused is not None:
                 acc.add_fused(*fused)
+            elif cpu_prompt_supported(query, key, attention_mask, spec.kwargs, module.training):
+                cpu_prompt_layer(acc, query, key, spec.softmax_scale(query), causal,
+                                 collector.tile_rows(query.shape[1], n_keys))
             else:
                 tile = collector.tile_rows(query.shape[1], n_keys)
                 for r0 in range(0, q_len, tile):

@@ -37,17 +37,47 @@ DEFAULT_MAX_SPARSE_BYTES = 512 * 2**20
 STEP_BATCH_BYTES = 256 * 2**20
 
 
-def _to_host(t: torch.Tensor, pending: set[torch.device]) -> torch.Tensor:
-    """Start copying ``t`` to the host without waiting: a pinned buffer filled by an
-    asynchronous copy on the current stream (CUDA); the device joins ``pending``, and
-    :meth:`Collector.finish` synchronises it before anything reads the buffer. CPU tensors
-    are returned as they are."""
-    if t.device.type != "cuda":
-        return t
-    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-    host.copy_(t, non_blocking=True)
-    pending.add(t.device)
-    return host
+#: Size of one pinned host arena of :class:`HostCopies`, bytes.
+HOST_ARENA_BYTES = 64 * 2**20
+
+
+class HostCopies:
+    """Asynchronous device-to-host copies of a run's prompt telemetry, into pinned memory.
+
+    Pinned buffers are carved out of arenas of HOST_ARENA_BYTES (a tensor over a quarter of that
+    gets its own), not allocated per tensor: a pinned allocation is a slow driver call (about a
+    quarter of a millisecond), and a batched prompt pass makes thousands of small copies
+    (sequences x layers x 4 tensors). Each copy runs on the current stream without waiting;
+    :meth:`sync` waits for every device with copies in flight, and nothing may read a returned
+    buffer before it. CPU tensors are returned as they are."""
+
+    def __init__(self) -> None:
+        self.devices: set[torch.device] = set()
+        self._arena: torch.Tensor | None = None
+        self._used = 0
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        if t.device.type != "cuda":
+            return t
+        nbytes = t.numel() * t.element_size()
+        if nbytes > HOST_ARENA_BYTES // 4:
+            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        else:
+            start = -(-self._used // 64) * 64  # aligned for any dtype
+            if self._arena is None or start + nbytes > self._arena.numel():
+                self._arena = torch.empty(HOST_ARENA_BYTES, dtype=torch.uint8, pin_memory=True)
+                start = 0
+            self._used = start + nbytes
+            host = self._arena[start : start + nbytes].view(t.dtype).view(t.shape)
+        host.copy_(t, non_blocking=True)
+        self.devices.add(t.device)
+        return host
+
+    def sync(self) -> None:
+        """Wait for every copy in flight (then the returned buffers hold the data)."""
+        for device in self.devices:
+            torch.cuda.synchronize(device)
+        self.devices.clear()
 
 
 def _enter_legacy(module: nn.Module, args: tuple) -> None:
@@ -182,7 +212,7 @@ class Collector:
         self._last_block: dict[int, torch.Tensor] = {}  # each stack's last block output, this forward  # hidden width each stack's first block receives
         self._finished_step = -1  # the last step whose forward went through the instrumented blocks
         self.notes: dict[str, str] = {}  # what the trace meta should say about this run (e.g. a metric left NaN)
-        self._pending_copies: set[torch.device] = set()  # devices with host copies in flight
+        self._to_host = HostCopies()  # the prompt pass's host copies in flight
         self._step_layers = structure.step.attention_layers  # blocks with softmax attention, ascending
         self._prob_layers: set[int] = set()  # step layers read from returned probabilities (no scores)
 
@@ -304,7 +334,7 @@ class Collector:
             self._step_vecs[i] = h[-1] if h.shape[0] == 1 else h[-1].clone()
         if self._in_prompt_pass(stack) and self._prev_hidden is not None:
             prev = self._prev_hidden if self._prev_hidden.device == h.device else self._prev_hidden.to(h.device)
-            self._layer_transformation[i] = _to_host(metrics.layer_transformation(prev, h), self._pending_copies)
+            self._layer_transformation[i] = self._to_host(metrics.layer_transformation(prev, h))
             self._prev_hidden = h
 
     def _make_layer_hook(self, stack: Stack, i: int) -> Callable:
@@ -567,8 +597,7 @@ class Collector:
     def on_prompt_done(self, entry: tuple[Stack, int], acc: PromptAccumulator) -> None:
         """Keep a layer's prompt head statistics; move its sparse profile to the host now."""
         stack, layer = entry
-        pending = self._pending_copies
-        self._prompt_heads[layer] = _to_host(acc.head_stats(), pending)  # one copy per layer, prompt pass only
+        self._prompt_heads[layer] = self._to_host(acc.head_stats())  # one copy per layer, prompt pass only
         sp = acc.sparse()  # the layer's one host sync: the compaction's size
         # the narrowest types that hold them (keys < P, counts <= 1/threshold): fewer bytes to copy
         counts, keys, weights = sp.counts.to(torch.int32), sp.keys.to(torch.int32), sp.weights.to(torch.float16)
@@ -576,7 +605,7 @@ class Collector:
             self._choose_cap(stack, counts, keys.numel())
         if self.cap and acc.cap != self.cap:  # layers computed before the cap was chosen
             counts, keys, weights = metrics.cap_rows(counts, keys, weights, self.cap)
-        self._sparse[layer] = (_to_host(counts, pending), _to_host(keys, pending), _to_host(weights, pending))
+        self._sparse[layer] = (self._to_host(counts), self._to_host(keys), self._to_host(weights))
         if self.on_prompt_layer is not None:
             self.on_prompt_layer(len(self._prompt_heads), sum(a is not None for a in stack.attention))
 
@@ -601,8 +630,16 @@ class Collector:
     def finish(self, n_steps: int) -> CollectedArrays:
         """Trim to the ``n_steps`` generated tokens and copy everything to the host."""
         self.chunks.reduce(self._tokens_known)
-        b = self.chunks.out
-        missing = [k for k in ("step_stats", "hidden", "head_stats") if k not in b]
+        self._check_recorded()
+        if self.prompt_telemetry and self._prompt_heads:
+            self._check_prompt_layers()
+        out = {name: buf[:n_steps].cpu().numpy() for name, buf in self.chunks.out.items()}
+        self._sync_host_copies()
+        psurp = None if self._prompt_surprisal is None else self._prompt_surprisal.cpu().numpy()
+        return self._assemble(out, self._prompt_heads, self._layer_transformation, self._sparse, psurp)
+
+    def _check_recorded(self) -> None:
+        missing = [k for k in ("step_stats", "hidden", "head_stats") if k not in self.chunks.out]
         if missing:
             raise ValueError(
                 "the model ran without the instrumented attention/hidden-state paths "
@@ -610,14 +647,16 @@ class Collector:
                 "AttentionInterface, so corevital cannot analyse it"
             )
 
-        def host(name: str) -> np.ndarray:
-            return b[name][:n_steps].cpu().numpy()
+    def _sync_host_copies(self) -> None:
+        self._to_host.sync()  # the prompt pass's asynchronous host copies
 
-        for device in self._pending_copies:  # the prompt pass's asynchronous host copies
-            torch.cuda.synchronize(device)
-        self._pending_copies.clear()
+    def _assemble(self, out: dict[str, np.ndarray], prompt_heads_by_layer: dict[int, torch.Tensor],
+                  transformation: dict[int, torch.Tensor], sparse: dict[int, tuple[torch.Tensor, ...]],
+                  prompt_surprisal: np.ndarray | None) -> CollectedArrays:
+        """The CollectedArrays of one sequence from its host arrays: ``out`` (the step buffers,
+        [T, ...]) and its prompt telemetry per layer (host tensors)."""
         n_step_layers = self.structure.step.num_layers
-        raw = host("head_stats")  # [T, 3, L_attention, H]
+        raw = out["head_stats"].copy()  # [T, 3, L_attention, H]
         for layer in self._prob_layers:  # read from probabilities: no pre-softmax scores, no score variance
             raw[:, 2, self._step_layers.index(layer)] = np.nan
         flags = np.stack([np.isnan(raw[:, 0]).any(-1), np.isinf(raw[:, 1]).any(-1)], -1)  # [T, L_attention, 2]
@@ -626,29 +665,28 @@ class Collector:
         head = _all_layers(raw, self._step_layers, n_step_layers, axis=2)
         head_entropy, head_concentration = head[:, 0], head[:, 1]
         prompt_heads = lt = psurp = counts = keys = vals = None
-        if self.prompt_telemetry and self._prompt_heads:
-            self._check_prompt_layers()
+        if self.prompt_telemetry and prompt_heads_by_layer:
             stack = self.structure.prompt
             n, attn = stack.num_layers, stack.attention_layers
-            n_heads = max(self._prompt_heads[i].shape[-1] for i in attn)  # layers may differ in head count
-            heads = np.stack([_pad_heads(self._prompt_heads[i].numpy(), n_heads, np.nan) for i in attn])
+            n_heads = max(prompt_heads_by_layer[i].shape[-1] for i in attn)  # layers may differ in head count
+            heads = np.stack([_pad_heads(prompt_heads_by_layer[i].numpy(), n_heads, np.nan) for i in attn])
             prompt_heads = _all_layers(heads, attn, n, axis=0)
-            lt = torch.stack([self._layer_transformation[i] for i in range(n)]).numpy()
-            psurp = None if self._prompt_surprisal is None else self._prompt_surprisal.cpu().numpy()
-            no_rows = np.zeros((n_heads, self._sparse[attn[0]][0].shape[-1]), dtype=np.int32)
-            counts = np.stack([_pad_heads(self._sparse[i][0].numpy().T, n_heads, 0).T if i in self._sparse else no_rows
+            lt = torch.stack([transformation[i] for i in range(n)]).numpy()
+            psurp = prompt_surprisal
+            no_rows = np.zeros((n_heads, sparse[attn[0]][0].shape[-1]), dtype=np.int32)
+            counts = np.stack([_pad_heads(sparse[i][0].numpy().T, n_heads, 0).T if i in sparse else no_rows
                                for i in range(n)])
-            keys = torch.cat([self._sparse[i][1] for i in attn]).numpy()
-            vals = torch.cat([self._sparse[i][2] for i in attn]).numpy()
+            keys = torch.cat([sparse[i][1] for i in attn]).numpy()
+            vals = torch.cat([sparse[i][2] for i in attn]).numpy()
         return CollectedArrays(
-            step_stats=host("step_stats"),
-            surprisal=host("surprisal"),
-            top_k_ids=host("top_k_ids"),
-            top_k_probs=host("top_k_probs"),
-            logit_flags=host("logit_flags"),
-            repetition=host("repetition"),
-            hidden=host("hidden"),
-            hidden_flags=host("hidden_flags"),
+            step_stats=out["step_stats"],
+            surprisal=out["surprisal"],
+            top_k_ids=out["top_k_ids"],
+            top_k_probs=out["top_k_probs"],
+            logit_flags=out["logit_flags"],
+            repetition=out["repetition"],
+            hidden=out["hidden"],
+            hidden_flags=out["hidden_flags"],
             head_entropy=head_entropy,
             head_concentration=head_concentration,
             score_variance=head[:, 2].max(-1),
@@ -660,6 +698,6 @@ class Collector:
             sparse_keys=keys,
             sparse_weights=vals,
             attention_calls=self.attention_calls,
-            lens_entropy=host("lens_entropy") if "lens_entropy" in b else None,
-            lens_top1=host("lens_top1") if "lens_top1" in b else None,
+            lens_entropy=out.get("lens_entropy"),
+            lens_top1=out.get("lens_top1"),
         )

@@ -65,17 +65,29 @@ def token_surprisal_bits(logp: torch.Tensor, token_ids: torch.Tensor) -> torch.T
     return -logp.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1) / LN2
 
 
+#: CPU: positions per logit chunk of the prompt surprisal (a larger matrix product streams the
+#: unembedding fewer times) and per cross-entropy call within a chunk (its log-softmax stays in
+#: the cache instead of making a second chunk-sized matrix in memory).
+CPU_SURPRISAL_CHUNK, CPU_SURPRISAL_ROWS = 512, 64
+
+
 def prompt_surprisal_bits(hidden: torch.Tensor, lm_head: "torch.nn.Module | Callable[[torch.Tensor], torch.Tensor]",
                           next_ids: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """Surprisal (bits) of every prompt token after the first, from the prefill's final hidden
     states [P, D] and the model's map to logits (``lm_head``: the unembedding, or the verified
     head of :mod:`.logit_head`): shifted cross-entropy, computed ``chunk`` positions at a time so
-    no [P, V] logit matrix is ever materialised whole."""
+    no [P, V] logit matrix is ever materialised whole (on the CPU: CPU_SURPRISAL_CHUNK positions,
+    the cross-entropy CPU_SURPRISAL_ROWS at a time)."""
     n = next_ids.shape[0]
-    parts = [
-        F.cross_entropy(lm_head(hidden[s : s + chunk]).float(), next_ids[s : s + chunk], reduction="none")
-        for s in range(0, n, chunk)
-    ]
+    rows = chunk
+    if hidden.device.type == "cpu":
+        chunk, rows = CPU_SURPRISAL_CHUNK, CPU_SURPRISAL_ROWS
+    parts = []
+    for s in range(0, n, chunk):
+        logits = lm_head(hidden[s : s + chunk]).float()
+        ids = next_ids[s : s + chunk]
+        parts += [F.cross_entropy(logits[r : r + rows], ids[r : r + rows], reduction="none")
+                  for r in range(0, logits.shape[0], rows)]
     return (torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)) / LN2
 
 

@@ -10,6 +10,12 @@ whole chunk. Results are the same numbers, computed by the same formulas, batche
 A chunk is reduced when it is full and the token of its last step is known (at the next
 step's start), and at the end of the run. Memory: the chunk's score rows are bounded by
 ``budget_bytes`` (long contexts get shorter chunks, down to one step).
+
+Batched analysis (:mod:`.batched`) puts the same inputs with a leading batch dimension after
+the step one (logits [B, V], vectors [B, D], score rows [B, L, H, S], tokens [B]); every
+buffer and output then has shape [steps, B, ...] and the formulas run over all sequences of
+the chunk at once. With ``batch`` set, the chunk's float32 logits [chunk, B, V] are also bounded
+by LOGIT_CHUNK_BYTES.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ CHUNK_STEPS = 32
 CHUNK_SCORE_BYTES = 64 * 2**20
 #: Rows of [rows, V] logit-lens logits decoded at once, bytes budget.
 LENS_BYTES = 128 * 2**20
+#: Budget for one chunk's float32 logits [chunk, B, V] of a batched run (the log-softmax and its
+#: temporaries are of the same size), bytes.
+LOGIT_CHUNK_BYTES = 256 * 2**20
 #: Previous steps the repetition check compares with.
 REPETITION_PREVIOUS = 3
 
@@ -41,8 +50,12 @@ class StepChunks:
 
     def __init__(self, max_steps: int, top_k: int, *, lm_head: torch.nn.Module | None = None,
                  final_norm: torch.nn.Module | None = None, lens_scale: float = 1.0,
-                 lens_device: torch.device | None = None) -> None:
+                 lens_device: torch.device | None = None, batch: int | None = None,
+                 vocab: int | None = None) -> None:
         self.max_steps, self.top_k = max_steps, top_k
+        #: sequences per step (batched analysis; None: one sequence, no batch dimension) and the
+        #: vocabulary size (bounds the chunk's logits when batched)
+        self.batch, self.vocab = batch, vocab
         self.lm_head, self.final_norm, self.lens_scale, self.lens_device = lm_head, final_norm, lens_scale, lens_device
         self.start = 0  # first step of the current chunk
         self.chunk = 0  # its capacity (steps), chosen at its first step
@@ -93,18 +106,22 @@ class StepChunks:
             self._slot(step)
             return
         limit = CHUNK_STEPS
-        if score_shape is not None:
-            n_layers, n_heads, n_keys = score_shape
-            limit = min(limit, CHUNK_SCORE_BYTES // (n_layers * n_heads * (n_keys + CHUNK_STEPS) * 4))
+        if score_shape is not None:  # [..., L, H, S]: any leading batch dimensions count too
+            n_rows = 1
+            for n in score_shape[:-1]:
+                n_rows *= n
+            limit = min(limit, CHUNK_SCORE_BYTES // (n_rows * (score_shape[-1] + CHUNK_STEPS) * 4))
+        if self.batch is not None and self.vocab:
+            limit = min(limit, LOGIT_CHUNK_BYTES // (self.batch * self.vocab * 4))
         self.chunk = max(1, min(limit, self.max_steps - self.start))
 
     def put_scores(self, step: int, scores: torch.Tensor, scales: list[float]) -> None:
-        """Score rows [L, H, S] of ``step`` (masked keys at -inf, not multiplied by ``scales``
-        yet; one factor per layer)."""
+        """Score rows [L, H, S] (batched: [B, L, H, S]) of ``step`` (masked keys at -inf, not
+        multiplied by ``scales`` yet; one factor per layer)."""
         slot = self._slot(step)
-        n_layers, n_heads, n_keys = scores.shape
+        n_keys = scores.shape[-1]
         if slot == 0:
-            self._scores = self._alloc(self._scores, (self.chunk, n_layers, n_heads, n_keys + self.chunk),
+            self._scores = self._alloc(self._scores, (self.chunk, *scores.shape[:-1], n_keys + self.chunk),
                                        torch.float32, scores.device, fill=float("-inf"))
         buf = self._scores
         assert buf is not None
@@ -112,45 +129,47 @@ class StepChunks:
             wider = torch.full((*buf.shape[:-1], n_keys + self.chunk), float("-inf"), dtype=buf.dtype, device=buf.device)
             wider[..., : buf.shape[-1]] = buf
             self._scores = buf = wider
-        buf[slot, :, :, :n_keys] = scores
+        buf[slot, ..., :n_keys] = scores
         self._scales.append(list(scales))
 
     def put_hidden(self, step: int, vectors: list[torch.Tensor]) -> None:
-        """The step's vector [D] of every layer (views are fine: copied here, once)."""
+        """The step's vector [D] (batched: [B, D]) of every layer (views are fine: copied here,
+        once), stacked to [L, D] ([B, L, D])."""
         slot = self._slot(step)
         dev = vectors[0].device
         if slot == 0:
-            self._hidden = self._alloc(self._hidden, (self.chunk, len(vectors), vectors[0].shape[-1]),
-                                       vectors[0].dtype, dev)
+            shape = (*vectors[0].shape[:-1], len(vectors), vectors[0].shape[-1])
+            self._hidden = self._alloc(self._hidden, (self.chunk, *shape), vectors[0].dtype, dev)
         assert self._hidden is not None
         if all(v.device == dev for v in vectors):
-            torch.stack(vectors, out=self._hidden[slot])
+            torch.stack(vectors, dim=-2, out=self._hidden[slot])
         else:  # a model split over devices: one stacked copy per device, not one per layer
             by_device: dict[torch.device, list[int]] = {}
             for i, v in enumerate(vectors):
                 by_device.setdefault(v.device, []).append(i)
             for device, layers in by_device.items():
-                part = torch.stack([vectors[i] for i in layers])
+                part = torch.stack([vectors[i] for i in layers], dim=-2)
                 index = torch.tensor(layers, device=dev)
-                self._hidden[slot].index_copy_(0, index, part.to(dev, non_blocking=True))
+                self._hidden[slot].index_copy_(-2, index, part.to(dev, non_blocking=True))
         self._n_hidden = slot + 1
 
     def put_logits(self, step: int, logits: torch.Tensor) -> None:
-        """The raw next-token logits [V] of ``step`` (before any warping)."""
+        """The raw next-token logits [V] (batched: [B, V]) of ``step`` (before any warping)."""
         if self.chunk == 0:  # no instrumented layer stack ran this step
             self.begin_step(step, None)
         slot = self._slot(step)
         if slot == 0:
-            self._logits = self._alloc(self._logits, (self.chunk, logits.shape[-1]), logits.dtype, logits.device)
+            self._logits = self._alloc(self._logits, (self.chunk, *logits.shape), logits.dtype, logits.device)
         assert self._logits is not None
         self._logits[slot].copy_(logits)
         self._n_logits = slot + 1
 
     def put_token(self, step: int, token: torch.Tensor) -> None:
-        """The token chosen at ``step`` (known at the next step's start, or at the end)."""
+        """The token chosen at ``step`` (batched: [B], one per sequence; known at the next step's
+        start, or at the end)."""
         if self._tokens is None:
             dev = self._logits.device if self._logits is not None else token.device
-            self._tokens = torch.zeros(self.max_steps, dtype=torch.int64, device=dev)
+            self._tokens = torch.zeros(self.max_steps, *token.shape, dtype=torch.int64, device=dev)
         self._tokens[step] = token
 
     def ready(self, next_step: int) -> bool:
@@ -180,13 +199,14 @@ class StepChunks:
         assert self._logits is not None
         logits = self._logits[:n]
         dev = logits.device
+        lead = tuple(logits.shape[1:-1])  # batch dimensions (none for one sequence)
         stats, ids, probs, logp = metrics.output_distribution(logits, self.top_k)
-        self._out("step_stats", (5,), torch.float32, dev)[steps] = stats
-        self._out("top_k_ids", (self.top_k,), torch.int64, dev)[steps] = ids
-        self._out("top_k_probs", (self.top_k,), torch.float32, dev)[steps] = probs
+        self._out("step_stats", (*lead, 5), torch.float32, dev)[steps] = stats
+        self._out("top_k_ids", (*lead, self.top_k), torch.int64, dev)[steps] = ids
+        self._out("top_k_probs", (*lead, self.top_k), torch.float32, dev)[steps] = probs
         flags = torch.stack([torch.isnan(logits).any(-1), torch.isinf(logits).any(-1)], -1)
-        self._out("logit_flags", (2,), torch.bool, dev)[steps] = flags
-        surprisal = self._out("surprisal", (), torch.float32, dev, float("nan"))
+        self._out("logit_flags", (*lead, 2), torch.bool, dev)[steps] = flags
+        surprisal = self._out("surprisal", lead, torch.float32, dev, float("nan"))
         known = min(n, n_known_tokens - steps.start)
         if known > 0 and self._tokens is not None:
             tokens = self._tokens[steps.start : steps.start + known].to(dev)
@@ -194,18 +214,20 @@ class StepChunks:
 
     def _reduce_hidden(self, steps: slice, n: int) -> None:
         assert self._hidden is not None
-        vec = self._hidden[:n].float()  # [n, L, D]
-        dev, n_layers = vec.device, vec.shape[1]
+        vec = self._hidden[:n].float()  # [n, L, D] (batched: [n, B, L, D])
+        dev, n_layers = vec.device, vec.shape[-2]
+        lead = tuple(vec.shape[1:-2])
         floats, flags = metrics.hidden_stats(vec)
-        self._out("hidden", (3, n_layers), torch.float32, dev)[steps] = floats
-        self._out("hidden_flags", (2, n_layers), torch.bool, dev)[steps] = flags
-        last = vec[:, -1]  # [n, D] final-layer (final-normed) vectors
+        self._out("hidden", (*lead, 3, n_layers), torch.float32, dev)[steps] = floats
+        self._out("hidden_flags", (*lead, 2, n_layers), torch.bool, dev)[steps] = flags
+        last = vec[..., -1, :]  # [n, (B,) D] final-layer (final-normed) vectors
         if self._tail is None:
-            self._tail = torch.zeros(REPETITION_PREVIOUS, last.shape[-1], dtype=torch.float32, device=dev)
+            self._tail = torch.zeros(REPETITION_PREVIOUS, *last.shape[1:], dtype=torch.float32, device=dev)
         seq = torch.cat([self._tail, last])
-        rep = metrics.repetition_similarities(seq, REPETITION_PREVIOUS)  # [n]
+        rep = metrics.repetition_similarities(seq, REPETITION_PREVIOUS)  # [n, (B)]
         first = torch.arange(steps.start, steps.start + n, device=dev) < REPETITION_PREVIOUS
-        self._out("repetition", (), torch.float32, dev, float("nan"))[steps] = rep.masked_fill(first, float("nan"))
+        first = first.view(n, *(1 for _ in lead))
+        self._out("repetition", lead, torch.float32, dev, float("nan"))[steps] = rep.masked_fill(first, float("nan"))
         self._tail = seq[-REPETITION_PREVIOUS:].clone()
         if self.lm_head is not None:
             self._reduce_lens(steps, vec)
@@ -213,16 +235,20 @@ class StepChunks:
     def _reduce_lens(self, steps: slice, vec: torch.Tensor) -> None:
         assert self.lm_head is not None
         head_dev = self.lens_device or vec.device
-        n, n_layers = vec.shape[0], vec.shape[1]
+        n_layers = vec.shape[-2]
+        lead = tuple(vec.shape[1:-2])
         vocab = self.lm_head.weight.shape[0]
-        per = max(1, LENS_BYTES // max(1, n_layers * vocab * 4))  # steps decoded at once
-        ent_out = self._out("lens_entropy", (n_layers,), torch.float32, head_dev)
-        top_out = self._out("lens_top1", (n_layers,), torch.int64, head_dev)
-        for s0 in range(0, n, per):  # chunks of steps: the [steps, L, V] logits stay bounded
-            part = vec[s0 : s0 + per].to(head_dev)
-            ent, top1 = metrics.logit_lens(part, self.final_norm, self.lm_head, scale=self.lens_scale)
-            ent_out[steps.start + s0 : steps.start + s0 + part.shape[0]] = ent
-            top_out[steps.start + s0 : steps.start + s0 + part.shape[0]] = top1
+        rows = vec.reshape(-1, n_layers, vec.shape[-1])  # [n (* B), L, D]: steps (of every sequence)
+        per = max(1, LENS_BYTES // max(1, n_layers * vocab * 4))  # rows decoded at once
+        ents, tops = [], []
+        for s0 in range(0, rows.shape[0], per):  # chunks of rows: the [rows, L, V] logits stay bounded
+            ent, top1 = metrics.logit_lens(rows[s0 : s0 + per].to(head_dev), self.final_norm, self.lm_head,
+                                           scale=self.lens_scale)
+            ents.append(ent)
+            tops.append(top1)
+        shape = (vec.shape[0], *lead, n_layers)
+        self._out("lens_entropy", (*lead, n_layers), torch.float32, head_dev)[steps] = torch.cat(ents).view(shape)
+        self._out("lens_top1", (*lead, n_layers), torch.int64, head_dev)[steps] = torch.cat(tops).view(shape)
 
     def _reduce_scores(self, steps: slice, n: int) -> None:
         assert self._scores is not None
@@ -233,9 +259,10 @@ class StepChunks:
             if scale != 1.0:
                 scores = scores * scale
         else:
-            factors = torch.tensor(self._scales[:n], dtype=torch.float32)
-            scores = scores * factors.to(scores.device)[:, :, None, None]
-        stats = metrics.step_attention_stats(scores)  # [n, 3, L, H]
+            factors = torch.tensor(self._scales[:n], dtype=torch.float32)  # [n, L]
+            lead = scores.dim() - 4  # batch dimensions
+            scores = scores * factors.to(scores.device).view(n, *(1 for _ in range(lead)), -1, 1, 1)
+        stats = metrics.step_attention_stats(scores)  # [n, (B,) 3, L, H]
         self._out("head_stats", tuple(stats.shape[1:]), torch.float32, stats.device)[steps] = stats
         self._scores.fill_(float("-inf"))  # rows may shrink (sliding-window caches)
 
