@@ -38,7 +38,8 @@ SHORT_TOKENS, FREE_TOKENS = 16, 48
 FEATURES_CSV = ROOT / "benchmarks" / "data" / "suite_features_smollm2.csv.gz"
 
 
-def collect(out_dir: Path, per_family: int, device: str, evaluate_only: bool, short_tokens: int, free_tokens: int):
+def collect(out_dir: Path, per_family: int, device: str, evaluate_only: bool, short_tokens: int, free_tokens: int,
+            batch_size: int = 1):
     """Trace (or, with evaluate_only, read the manifests of) the suite; a DataFrame of features,
     family, difficulty, form, gold answer, answer text and correctness, in suite order."""
     import pandas as pd
@@ -66,7 +67,8 @@ def collect(out_dir: Path, per_family: int, device: str, evaluate_only: bool, sh
                 model, tok = corevital.load_default_model()
                 model = model.to(device)
             t0 = time.perf_counter()
-            ts = analyze_many(model, suite_prompts(sub, tok), tok, out_dir=folder, max_new_tokens=tokens)
+            ts = analyze_many(model, suite_prompts(sub, tok), tok, out_dir=folder, max_new_tokens=tokens,
+                              batch_size=batch_size)
             print(f"{form}: traced {len(ts)} prompts in {time.perf_counter() - t0:.0f} s (resumed runs count only the new ones)")
         df = ts.to_pandas()
         df.index = idx
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--write-default", action="store_true", help="write the shipped SmolLM2 coefficients and features table")
     ap.add_argument("--results-dir", type=Path, default=None, help="where tables and charts go (default: --out-dir)")
     ap.add_argument("--device", default="cpu", help="torch device for tracing, e.g. cuda")
+    ap.add_argument("--batch-size", type=int, default=1, help="prompts per generate call (analyze_many batch_size)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bootstrap", type=int, default=2000)
@@ -111,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
 
         df = read_features(args.from_csv)
     else:
-        df = collect(args.out_dir, args.per_family, args.device, args.evaluate_only, args.short_tokens, args.free_tokens)
+        df = collect(args.out_dir, args.per_family, args.device, args.evaluate_only, args.short_tokens, args.free_tokens,
+                     args.batch_size)
     results = args.results_dir or args.out_dir
     results.mkdir(parents=True, exist_ok=True)
     print(f"accuracy {df['correct'].mean():.3f} over {len(df)} questions in {df['family'].nunique()} families")

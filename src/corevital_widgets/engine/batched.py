@@ -65,7 +65,7 @@ from .attention import (
     tapped_attention,
 )
 from .collector import DEFAULT_MAX_SPARSE_BYTES, CollectedArrays, Collector, _tensor_output
-from .logit_head import find_head
+from .logit_head import find_head, plain_linear
 from .model_state import preserved_model_state
 from .prompt_attention import DEFAULT_TILE_BYTES, PromptAccumulator, cpu_prompt_layer, cpu_prompt_supported
 from .step_chunks import StepChunks
@@ -254,7 +254,8 @@ class BatchedCollector(Collector):
         head_device = execution_device(self.structure.lm_head)
         assert self._prompt_final_rows is not None
         ids = self.prompt_ids.reshape(-1).to(head_device)[self._prompt_final_rows.to(head_device) + 1]
-        bits = metrics.prompt_surprisal_bits(h[:n_rows].to(head_device), found[1], ids)
+        bits = metrics.prompt_surprisal_bits(h[:n_rows].to(head_device), found[1], ids,
+                                             linear=plain_linear(found[0], self.structure.lm_head))
         for seq, part in zip(self.seqs, torch.split(bits, [seq.n - 1 for seq in self.seqs])):
             seq.surprisal = part
 

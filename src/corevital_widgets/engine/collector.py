@@ -24,7 +24,7 @@ from torch import nn
 from . import metrics
 from . import adapters
 from .attention import LEGACY_MODULE, CallSpec, mismatch_tolerance, observe_call, output_mismatch
-from .logit_head import find_head
+from .logit_head import find_head, plain_linear
 from .prompt_attention import DEFAULT_TILE_BYTES, PromptAccumulator, tile_rows
 from .step_chunks import StepChunks, pad_rows
 from .structure import ModelStructure, Stack, execution_device
@@ -293,7 +293,8 @@ class Collector:
         self.notes["logit_head"] = found[0]
         head_device = execution_device(self.structure.lm_head)
         ids = self.prompt_ids.to(head_device)
-        self._prompt_surprisal = metrics.prompt_surprisal_bits(h[:-1].to(head_device), found[1], ids[1:])
+        self._prompt_surprisal = metrics.prompt_surprisal_bits(h[:-1].to(head_device), found[1], ids[1:],
+                                                               linear=plain_linear(found[0], self.structure.lm_head))
 
     def _make_first_pre(self, stack: Stack) -> Callable:
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:

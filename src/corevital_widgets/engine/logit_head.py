@@ -20,6 +20,10 @@ from torch import nn
 Head = Callable[[torch.Tensor], torch.Tensor]
 
 
+#: The name of the plain unembedding among the candidates (no map before or after it).
+PLAIN_HEAD = "output embeddings"
+
+
 def _text_config(model: nn.Module) -> object:
     config = getattr(model, "config", None)
     return config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
@@ -33,7 +37,7 @@ def _number(config: object, name: str) -> float | None:
 def candidates(model: nn.Module, lm_head: nn.Module) -> list[tuple[str, Head]]:
     """Named candidate maps hidden [..., D] -> logits [..., V], most common first."""
     config = _text_config(model)
-    pre: list[tuple[str, Head]] = [("output embeddings", lm_head)]
+    pre: list[tuple[str, Head]] = [(PLAIN_HEAD, lm_head)]
     for name, child in model.named_children():  # a prediction head beside the unembedding (BERT, ModernBERT)
         if child is lm_head or child is getattr(model, "base_model", None):
             continue
@@ -73,9 +77,16 @@ def find_head(model: nn.Module, lm_head: nn.Module | None, hidden_last: torch.Te
         if got.shape[-1] > want.shape[-1]:  # a padded vocabulary the model cuts (unpadded_vocab_size)
             got = got[..., : want.shape[-1]]
             head = (lambda h, head=head, v=want.shape[-1]: head(h)[..., :v])
+            name = f"{name}, first {want.shape[-1]} logits"
         if got.shape == want.shape and float((got - want).abs().max()) <= tol and int(got.argmax()) == int(want.argmax()):
             return name, head
     return None
+
+
+def plain_linear(name: str, lm_head: nn.Module | None) -> nn.Linear | None:
+    """``lm_head`` when the head :func:`find_head` found (by ``name``) is exactly it, an
+    ``nn.Linear`` with nothing before or after (the fast CPU prompt surprisal applies), else None."""
+    return lm_head if name == PLAIN_HEAD and isinstance(lm_head, nn.Linear) else None
 
 
 def _device(module: nn.Module) -> torch.device:

@@ -69,16 +69,29 @@ def token_surprisal_bits(logp: torch.Tensor, token_ids: torch.Tensor) -> torch.T
 #: unembedding fewer times) and per cross-entropy call within a chunk (its log-softmax stays in
 #: the cache instead of making a second chunk-sized matrix in memory).
 CPU_SURPRISAL_CHUNK, CPU_SURPRISAL_ROWS = 512, 64
+#: CPU, float32 linear unembedding: positions per pass and vocabulary rows per logit block of
+#: :func:`_linear_surprisal_nats` (a [rows, block] logit tile stays in the cache).
+CPU_LSE_ROWS, CPU_LSE_VOCAB = 4096, 1024
 
 
 def prompt_surprisal_bits(hidden: torch.Tensor, lm_head: "torch.nn.Module | Callable[[torch.Tensor], torch.Tensor]",
-                          next_ids: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+                          next_ids: torch.Tensor, chunk: int = 256,
+                          linear: "torch.nn.Linear | None" = None) -> torch.Tensor:
     """Surprisal (bits) of every prompt token after the first, from the prefill's final hidden
     states [P, D] and the model's map to logits (``lm_head``: the unembedding, or the verified
     head of :mod:`.logit_head`): shifted cross-entropy, computed ``chunk`` positions at a time so
     no [P, V] logit matrix is ever materialised whole (on the CPU: CPU_SURPRISAL_CHUNK positions,
-    the cross-entropy CPU_SURPRISAL_ROWS at a time)."""
+    the cross-entropy CPU_SURPRISAL_ROWS at a time).
+
+    ``linear``: when the verified head is exactly this float32 ``nn.Linear`` (the plain
+    unembedding), on the CPU the surprisal is log Σ exp(logits) − logit[next] with the
+    log-sum-exp taken over cache-sized vocabulary blocks and the next token's logit as one dot
+    product per position: the same numbers within float32 rounding, no logit matrix written to
+    memory and read back."""
     n = next_ids.shape[0]
+    if (linear is not None and hidden.device.type == "cpu" and linear.weight.device.type == "cpu"
+            and linear.weight.dtype == torch.float32 and hidden.dtype == torch.float32):
+        return _linear_surprisal_nats(hidden, linear.weight, linear.bias, next_ids) / LN2
     rows = chunk
     if hidden.device.type == "cpu":
         chunk, rows = CPU_SURPRISAL_CHUNK, CPU_SURPRISAL_ROWS
@@ -89,6 +102,25 @@ def prompt_surprisal_bits(hidden: torch.Tensor, lm_head: "torch.nn.Module | Call
         parts += [F.cross_entropy(logits[r : r + rows], ids[r : r + rows], reduction="none")
                   for r in range(0, logits.shape[0], rows)]
     return (torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)) / LN2
+
+
+def _linear_surprisal_nats(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                           next_ids: torch.Tensor) -> torch.Tensor:
+    """−log p(next) in nats under logits = hidden · weightᵀ (+ bias), [P] (see prompt_surprisal_bits)."""
+    vocab = weight.shape[0]
+    starts = range(0, vocab, CPU_LSE_VOCAB)
+    parts = []
+    for r0 in range(0, next_ids.shape[0], CPU_LSE_ROWS):
+        h, ids = hidden[r0 : r0 + CPU_LSE_ROWS], next_ids[r0 : r0 + CPU_LSE_ROWS]
+        lse = torch.empty(h.shape[0], len(starts))
+        for j, v0 in enumerate(starts):
+            b = None if bias is None else bias[v0 : v0 + CPU_LSE_VOCAB]
+            lse[:, j] = torch.logsumexp(F.linear(h, weight[v0 : v0 + CPU_LSE_VOCAB], b), -1)
+        target = (h * weight.index_select(0, ids)).sum(-1)
+        if bias is not None:
+            target = target + bias.index_select(0, ids)
+        parts.append(torch.logsumexp(lse, -1) - target)
+    return torch.cat(parts) if parts else hidden.new_zeros(0)
 
 
 # -------------------------------------------------------------------------- attention
