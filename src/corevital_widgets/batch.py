@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .trace.trace import Trace
 
 MANIFEST_NAME = "manifest.json"
+#: Threads that compress and write a batched run's trace files while the next batch runs.
+SAVER_THREADS = 8
 MANIFEST_VERSION = 1
 TRACE_SUFFIX = ".cvtrace"
 #: analyze keyword arguments that do not change the trace and so are left out of the file key.
@@ -281,10 +283,11 @@ def _trace_batched(model: Any, tokenizer: Any, prompts: list[str], keys: list[st
     length = {i: len(tokenizer(prompts[i])["input_ids"]) for i in todo}
     todo.sort(key=lambda i: (length[i], i))
     kept: dict[int, "Trace"] = {}
-    # a batch's files are compressed and written on a saver thread while the next batch runs
+    # a batch's files are compressed and written on saver threads while the next batch runs
     # (zstd releases the GIL); one batch of saves in flight at most, the manifest written once
     # they are on disk (a crash before that re-traces them: resuming trusts files, not the manifest)
-    with ThreadPoolExecutor(1, thread_name_prefix="corevital-save") as saver:
+    savers = max(1, min(SAVER_THREADS, os.cpu_count() or 1, batch_size))
+    with ThreadPoolExecutor(savers, thread_name_prefix="corevital-save") as saver:
         in_flight: list[Any] = []
         for b0 in range(0, len(todo), batch_size):
             members = todo[b0 : b0 + batch_size]
