@@ -135,7 +135,9 @@ def ray_rows(args: argparse.Namespace, prompts: list[str], dtype: torch.dtype) -
 
     from corevital_widgets.distributed import ray_analyze_many
 
+    t0 = time.perf_counter()
     ray.init(include_dashboard=False, log_to_driver=False)
+    print(f"  Ray started in {time.perf_counter() - t0:.1f} s", flush=True)
     loader = RandomModelLoader(args, dtype)
     counts = [int(w) for w in args.ray_workers.split(",")]
     subset = prompts[: args.ray_prompts]
@@ -145,8 +147,12 @@ def ray_rows(args: argparse.Namespace, prompts: list[str], dtype: torch.dtype) -
           f"{args.ray_batch_size}, {args.new_tokens} new tokens; each run builds its model(s) in its actor(s)")
     with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ray_analyze_many(loader, subset[: 2 * max(counts)], os.path.join(out, "warm"), num_workers=max(counts),
-                         **{**kw, "batch_size": 2})  # Triton's kernel cache, shared by later actors
+        if args.ray_warm:  # Triton's kernel cache, shared by later actors; actor start-up measured alone
+            t0 = time.perf_counter()
+            ray_analyze_many(loader, subset[: 2 * max(counts)], os.path.join(out, "warm"), num_workers=max(counts),
+                             **{**kw, "batch_size": 2, "max_new_tokens": 2, "min_new_tokens": 2})
+            print(f"  warm-up ({max(counts)} actors start, build their models, trace 2 prompts each): "
+                  f"{time.perf_counter() - t0:.1f} s", flush=True)
         rates = {}
         for workers in counts:
             t = time.perf_counter()
@@ -181,6 +187,7 @@ def main() -> None:
     ap.add_argument("--ray-workers", default="", help="the Ray row instead: worker counts, e.g. 1,2")
     ap.add_argument("--ray-prompts", type=int, default=256)
     ap.add_argument("--ray-batch-size", type=int, default=32)
+    ap.add_argument("--ray-warm", type=int, default=1, help="0: no warm-up run before the timed Ray runs")
     args = ap.parse_args()
 
     device = torch.device(args.device)
