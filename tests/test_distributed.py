@@ -165,6 +165,25 @@ def test_local_ray_two_workers_equals_analyze_many(local_ray, tiny_llama_dir, tm
     assert _stamps(tmp_path / "local") == before_local and again.keys == ref.keys
 
 
+def test_local_ray_batched_workers_equal_analyze_many(local_ray, tiny_llama_dir, tmp_path):
+    """Each worker traces its prompts 4 per generate call (the batched engine): the same files
+    and the same traces as analyze_many prompt by prompt."""
+    from corevital_widgets import ray_analyze_many
+
+    from .test_batched import assert_same_trace as same_as_alone
+
+    folder = str(tiny_llama_dir)
+    ts = ray_analyze_many(folder, PROMPTS, tmp_path / "ray", num_workers=2, batch_size=4, progress=False, **KWARGS)
+    model, tok = ModelDirLoader(folder)()
+    ref = analyze_many(model, PROMPTS, tok, out_dir=tmp_path / "local", progress=False, **KWARGS)
+    assert [p.name for p in ts.paths] == [p.name for p in ref.paths]
+    sizes = []
+    for a, b in zip(ts, ref):
+        same_as_alone(b, a)
+        sizes.append(a.meta["batch"]["size"])
+    assert max(sizes) > 1, f"the workers traced in batches: {sizes}"
+
+
 _CHILD = textwrap.dedent(
     """
     import json, sys, time
