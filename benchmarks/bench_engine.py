@@ -85,22 +85,26 @@ def alternate(model, tok, prompt: str, n: int, repeats: int, label: str,
     return t_plain, t_ours, t_extra, trace
 
 
+def print_medians(t_plain: list[float], t_ours: list[float], target: float) -> None:
+    """The row's median times and median per-run ratio against its target."""
+    med = statistics.median([b / a for a, b in zip(t_plain, t_ours)])
+    print()
+    print(f"median generate  {statistics.median(t_plain):.3f} s")
+    print(f"median analyze   {statistics.median(t_ours):.3f} s")
+    print(f"median ratio     {med:.3f}x   (target <= {target}x)  {'OK' if med <= target else 'MISSED'}")
+
+
 def short_row(model, tok, args) -> None:
     prompt = long_prompt(tok, args.prompt_tokens)
     n = args.new_tokens
     print(f"short row: prompt {args.prompt_tokens} tokens, {n} new tokens")
     t_plain, t_ours, t_extra, trace = alternate(model, tok, prompt, n, args.repeats, "short",
                                                 **{"with logit lens": {"logit_lens": True}})
-    ratios = [b / a for a, b in zip(t_plain, t_ours)]
     lens_ratios = [c / a for a, c in zip(t_plain, t_extra["with logit lens"])]
     size = len(trace.to_bytes())
     sparse = trace.sparse
     raw_tuples = sparse.nnz * 6
-    med = statistics.median(ratios)
-    print()
-    print(f"median generate  {statistics.median(t_plain):.3f} s")
-    print(f"median analyze   {statistics.median(t_ours):.3f} s")
-    print(f"median ratio     {med:.3f}x   (target <= 1.3x)  {'OK' if med <= 1.3 else 'MISSED'}")
+    print_medians(t_plain, t_ours, target=1.3)
     print(f"logit lens       {statistics.median(lens_ratios):.3f}x generate (opt-in, analyze(logit_lens=True))")
     print(f"trace size       {size / 1e6:.3f} MB  (target <= 2.5 MB)  {'OK' if size <= 2.5e6 else 'MISSED'}")
     small = len(corevital.analyze(model, prompt, tok, max_new_tokens=n, min_new_tokens=n,
@@ -121,12 +125,7 @@ def long_row(model, tok, args) -> None:
     print(f"long row: prompt {args.long_prompt_tokens} tokens, {n} new tokens")
     t_plain, t_ours, t_extra, trace = alternate(model, tok, prompt, n, args.long_repeats, "long",
                                                 **{"without prompt telemetry": {"prompt_telemetry": False}})
-    ratios = [b / a for a, b in zip(t_plain, t_ours)]
-    med = statistics.median(ratios)
-    print()
-    print(f"median generate  {statistics.median(t_plain):.3f} s")
-    print(f"median analyze   {statistics.median(t_ours):.3f} s")
-    print(f"median ratio     {med:.3f}x   (target <= 1.5x)  {'OK' if med <= 1.5 else 'MISSED'}")
+    print_medians(t_plain, t_ours, target=1.5)
     no_prompt = [c / a for a, c in zip(t_plain, t_extra["without prompt telemetry"])]
     print(f"without prompt telemetry {statistics.median(no_prompt):.3f}x generate")
     print(f"sparse entries   {trace.sparse.nnz:,}  ({trace.sparse.nnz / trace.sparse.row_counts.size:.1f} keys per "

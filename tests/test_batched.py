@@ -25,6 +25,7 @@ from corevital_widgets.trace.storage import load_trace
 
 from .test_engine_correctness import _bart, _gpt2, _t5
 from .test_prompt_tiles import _mistral_sliding
+from .trace_helpers import assert_groups_close
 
 PROMPTS = [
     "Why is the sky blue?",
@@ -52,15 +53,7 @@ def assert_same_trace(alone, batch, what: str = "") -> None:
     assert alone.prompt_tokens == batch.prompt_tokens, what
     assert np.array_equal(alone.generated_ids, batch.generated_ids), f"{what}: {alone.generated_ids} vs {batch.generated_ids}"
     assert alone.generated_tokens == batch.generated_tokens, what
-    for group in ("timeline", "layers", "attention", "heads", "prompt"):
-        for name, x in getattr(alone, group).arrays().items():
-            y = getattr(getattr(batch, group), name)
-            assert x.shape == y.shape, f"{what} {group}.{name}: {x.shape} vs {y.shape}"
-            if x.dtype.kind == "f":
-                np.testing.assert_allclose(y.astype(np.float64), x.astype(np.float64), atol=2e-3, rtol=1e-3,
-                                           equal_nan=True, err_msg=f"{what} {group}.{name}")
-            else:
-                assert np.array_equal(x, y), f"{what} {group}.{name}"
+    assert_groups_close(alone, batch, atol=2e-3, rtol=1e-3, what=what)
     assert alone.sparse.shape == batch.sparse.shape, what
     assert alone.sparse.cap == batch.sparse.cap and alone.meta["generation"] == batch.meta["generation"], what
     a, b = _sparse_entries(alone), _sparse_entries(batch)

@@ -19,6 +19,8 @@ from corevital_widgets import load_trace
 from corevital_widgets.batch import MANIFEST_NAME, TRACE_SUFFIX, TraceSet, analyze_many, prompt_key
 from corevital_widgets.cli import main
 
+from .trace_helpers import file_stamps, one_torch_thread, trace_files  # noqa: F401 (a fixture)
+
 N_PROMPTS = 40
 PROMPTS = [f"Question {i}: what is {i} plus {i + 1}? Answer:" for i in range(N_PROMPTS)]
 
@@ -29,23 +31,8 @@ def _jsonl(path: Path, prompts: list[str]) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Trace in this process with one thread (as each Ray worker of one CPU does): on a busy 2-core
-    machine torch's second thread spin-waits and a tiny model's step gets ~50x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _files(out: Path) -> list[Path]:
-    return sorted(out.glob(f"*{TRACE_SUFFIX}"))
-
-
-def _stamps(out: Path) -> dict[str, tuple[int, int]]:
-    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in _files(out)}
+def _one_thread(one_torch_thread):
+    """Every test here traces with one torch thread (trace_helpers.one_torch_thread)."""
 
 
 def _chat(folder: Path, text: str) -> str:
@@ -113,7 +100,7 @@ def test_errors_are_one_line_with_status_2(tiny_llama_dir, tmp_path, capsys):
         lines = [line for line in err.splitlines() if line.startswith("corevital: error:")]
         assert rc == 2, (argv, err)
         assert len(lines) == 1 and message in lines[0], (argv, err)
-    assert not (tmp_path / "runs").exists() or not _files(tmp_path / "runs")
+    assert not (tmp_path / "runs").exists() or not trace_files(tmp_path / "runs")
 
 
 def test_batch_interrupted_then_resumed(tiny_llama_dir, tmp_path, capsys):
@@ -128,7 +115,7 @@ def test_batch_interrupted_then_resumed(tiny_llama_dir, tmp_path, capsys):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while not out.exists() or len(_files(out)) < 3:
+        while not out.exists() or len(trace_files(out)) < 3:
             assert child.poll() is None, f"batch exited early: {child.stderr.read()[-3000:]}"
             assert time.monotonic() < deadline, "no trace files appeared in 120 s"
             time.sleep(0.01)
@@ -138,7 +125,7 @@ def test_batch_interrupted_then_resumed(tiny_llama_dir, tmp_path, capsys):
         if child.poll() is None:
             child.kill()
             child.wait()
-    saved = _stamps(out)
+    saved = file_stamps(out)
     assert child.returncode == 130, err[-3000:]
     assert 3 <= len(saved) < N_PROMPTS, f"the interrupt should land mid-run; {len(saved)} traces were on disk"
     assert f"interrupted: {len(saved)} of {N_PROMPTS} prompts are saved in {out}; run the same command again to resume" in err
@@ -151,15 +138,15 @@ def test_batch_interrupted_then_resumed(tiny_llama_dir, tmp_path, capsys):
     assert f"traced {N_PROMPTS - len(saved)} prompt" in err
     kwargs = {"max_new_tokens": 64}
     expected = sorted(f"{prompt_key(i, p, folder, kwargs)}{TRACE_SUFFIX}" for i, p in enumerate(PROMPTS))
-    assert [p.name for p in _files(out)] == expected and not list(out.glob(".*.tmp"))
-    after = _stamps(out)
+    assert [p.name for p in trace_files(out)] == expected and not list(out.glob(".*.tmp"))
+    after = file_stamps(out)
     assert all(after[name] == stamp for name, stamp in saved.items()), "a finished prompt was traced again"
     ts = TraceSet.load(out)
     assert ts.prompts == PROMPTS and len(ts) == N_PROMPTS
 
     assert main(argv) == 0  # a third run has nothing to do
     assert f"all {N_PROMPTS} prompts are already traced in {out}" in capsys.readouterr().err
-    assert _stamps(out) == after
+    assert file_stamps(out) == after
 
 
 def test_batch_chat_keys_match_analyze_many(tiny_llama_dir, tmp_path, capsys):
@@ -175,10 +162,10 @@ def test_batch_chat_keys_match_analyze_many(tiny_llama_dir, tmp_path, capsys):
     templated = [_chat(tiny_llama_dir, t) for t in texts]
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     assert [e["prompt"] for e in manifest["entries"]] == templated
-    before = _stamps(out)
+    before = file_stamps(out)
     model, tok = ModelDirLoader(folder)()
     ts = analyze_many(model, templated, tok, out_dir=out, progress=False, max_new_tokens=3)
-    assert _stamps(out) == before and len(ts) == 3
+    assert file_stamps(out) == before and len(ts) == 3
 
 
 def test_batch_size_gives_the_same_files(tiny_llama_dir, tmp_path, capsys):
@@ -187,7 +174,7 @@ def test_batch_size_gives_the_same_files(tiny_llama_dir, tmp_path, capsys):
     for name, extra in (("one", []), ("two", ["--batch-size", "2"])):
         assert main(["batch", folder, str(prompts), "--out", str(tmp_path / name), "--max-new-tokens", "4", *extra]) == 0
     capsys.readouterr()
-    assert [p.name for p in _files(tmp_path / "one")] == [p.name for p in _files(tmp_path / "two")]
+    assert [p.name for p in trace_files(tmp_path / "one")] == [p.name for p in trace_files(tmp_path / "two")]
     for a, b in zip(TraceSet.load(tmp_path / "one"), TraceSet.load(tmp_path / "two")):
         assert np.array_equal(a.generated_ids, b.generated_ids)
         np.testing.assert_allclose(a.timeline.entropy, b.timeline.entropy, rtol=1e-3, atol=1e-4)

@@ -21,6 +21,8 @@ from corevital_widgets.batch import MANIFEST_NAME, TRACE_SUFFIX, TraceSet, analy
 from corevital_widgets.model_dir import ModelDirLoader
 from corevital_widgets.prompt_files import PromptFileError, read_prompts
 
+from .trace_helpers import assert_groups_close, file_stamps, one_torch_thread, trace_files  # noqa: F401 (a fixture)
+
 N_PROMPTS = 12
 PROMPTS = [f"Question {i}: what is {i} plus {i + 1}? Answer:" for i in range(N_PROMPTS)]
 KWARGS = {"max_new_tokens": 6}
@@ -39,35 +41,13 @@ def local_ray():
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Trace in this process with one thread (as each Ray worker of one CPU does): on a busy 2-core
-    machine torch's second thread spin-waits and a tiny model's step gets ~50x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _files(out: Path) -> list[Path]:
-    return sorted(out.glob(f"*{TRACE_SUFFIX}"))
-
-
-def _stamps(out: Path) -> dict[str, tuple[int, int]]:
-    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in _files(out)}
+def _one_thread(one_torch_thread):
+    """Every test here traces with one torch thread (trace_helpers.one_torch_thread)."""
 
 
 def assert_same_trace(a, b):
     assert np.array_equal(a.prompt_ids, b.prompt_ids) and np.array_equal(a.generated_ids, b.generated_ids)
-    for group in ("timeline", "layers", "attention", "heads", "prompt"):
-        for name, x in getattr(a, group).arrays().items():
-            y = getattr(getattr(b, group), name)
-            if x.dtype.kind == "f":
-                np.testing.assert_allclose(x.astype(np.float64), y.astype(np.float64), rtol=1e-3, atol=1e-4,
-                                           err_msg=f"{group}.{name}")
-            else:
-                assert np.array_equal(x, y), f"{group}.{name}"
+    assert_groups_close(b, a, rtol=1e-3, atol=1e-4)
     for name, x in a.sparse.arrays().items():
         y = b.sparse.arrays()[name]
         if x.dtype.kind == "f":
@@ -130,7 +110,7 @@ def test_local_ray_two_workers_equals_analyze_many(local_ray, tiny_llama_dir, tm
     assert local_ray.is_initialized(), "a Ray the caller started is left running"
 
     expected = [f"{prompt_key(i, p, folder, KWARGS)}{TRACE_SUFFIX}" for i, p in enumerate(PROMPTS)]
-    assert [p.name for p in ts.paths] == expected and [p.name for p in _files(out)] == sorted(expected)
+    assert [p.name for p in ts.paths] == expected and [p.name for p in trace_files(out)] == sorted(expected)
     assert not list(out.glob(".*.tmp"))
 
     model, tok = ModelDirLoader(folder)()
@@ -155,14 +135,14 @@ def test_local_ray_two_workers_equals_analyze_many(local_ray, tiny_llama_dir, tm
     assert len(view.to_pandas()) == N_PROMPTS
 
     # each resumes the other: analyze_many on the Ray folder and Ray on analyze_many's trace nothing
-    before = _stamps(out)
+    before = file_stamps(out)
     analyze_many(model, PROMPTS, tok, out_dir=out, progress=False, **KWARGS)
-    assert _stamps(out) == before
-    before_local = _stamps(tmp_path / "local")
+    assert file_stamps(out) == before
+    before_local = file_stamps(tmp_path / "local")
     t0 = time.perf_counter()
     again = ray_analyze_many(folder, PROMPTS, tmp_path / "local", num_workers=2, progress=False, **KWARGS)
     assert time.perf_counter() - t0 < 5, "nothing to do: no workers are started"
-    assert _stamps(tmp_path / "local") == before_local and again.keys == ref.keys
+    assert file_stamps(tmp_path / "local") == before_local and again.keys == ref.keys
 
 
 def test_local_ray_batched_workers_equal_analyze_many(local_ray, tiny_llama_dir, tmp_path):
@@ -212,7 +192,7 @@ def test_killed_ray_run_resumes_without_retracing(local_ray, tiny_llama_dir, tmp
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 150
-        while not out.exists() or len(_files(out)) < 3:
+        while not out.exists() or len(trace_files(out)) < 3:
             assert child.poll() is None, f"the run exited early: {child.stdout.read().decode()[-3000:]}"
             assert time.monotonic() < deadline, "no trace files appeared in 150 s"
             time.sleep(0.01)
@@ -224,7 +204,7 @@ def test_killed_ray_run_resumes_without_retracing(local_ray, tiny_llama_dir, tmp
     while local_ray.available_resources().get("CPU", 0) < 2:
         assert time.monotonic() < deadline, "the killed run's workers did not go away"
         time.sleep(0.2)
-    survivors = _stamps(out)
+    survivors = file_stamps(out)
     assert 3 <= len(survivors) < N_PROMPTS, f"the kill should land mid-run; {len(survivors)} traces were on disk"
 
     prompts_file = tmp_path / "prompts.jsonl"
@@ -236,8 +216,8 @@ def test_killed_ray_run_resumes_without_retracing(local_ray, tiny_llama_dir, tmp
     assert rc == 0, err
     assert f"{len(survivors)} of {N_PROMPTS} prompts already traced" in err
     expected = sorted(f"{prompt_key(i, p, folder, KWARGS)}{TRACE_SUFFIX}" for i, p in enumerate(PROMPTS))
-    assert [p.name for p in _files(out)] == expected and not list(out.glob(".*.tmp"))
-    after = _stamps(out)
+    assert [p.name for p in trace_files(out)] == expected and not list(out.glob(".*.tmp"))
+    after = file_stamps(out)
     for name, stamp in survivors.items():
         assert after[name] == stamp, f"{name} was traced twice"
     ts = TraceSet.load(out)

@@ -11,6 +11,7 @@ import torch
 import corevital_widgets as corevital
 
 from .test_engine_correctness import _bart, _gpt2, _qwen2_gqa, _t5, check_trace
+from .trace_helpers import assert_groups_close
 
 PROMPT = "Alice gave Bob the red book because he had asked for it twice, and then she left for Paris."
 
@@ -30,14 +31,7 @@ def tile_budget_for(rows: int, heads: int, keys: int) -> int:
 
 def assert_same_trace(a, b):
     assert (a.generated_ids == b.generated_ids).all()
-    for g in ("timeline", "layers", "attention", "heads", "prompt"):
-        for name, x in getattr(a, g).arrays().items():
-            y = getattr(getattr(b, g), name)
-            if x.dtype.kind == "f":
-                np.testing.assert_allclose(x.astype(np.float64), y.astype(np.float64), atol=2e-3, rtol=1e-3,
-                                           err_msg=f"{g}.{name}")
-            else:
-                assert np.array_equal(x, y), f"{g}.{name}"
+    assert_groups_close(b, a, atol=2e-3, rtol=1e-3)
     n_layers, n_heads, _ = a.sparse.shape
     for layer in range(n_layers):
         for head in range(n_heads):

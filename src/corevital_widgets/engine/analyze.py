@@ -16,7 +16,7 @@ from ..trace.health import DEFAULT_THRESHOLDS, Thresholds
 from ..trace.sparse import SparseAttention, round_float16_mantissa
 from ..trace.trace import SCHEMA_VERSION, Trace
 from . import adapters
-from .attention import ACTIVE_COLLECTOR, tapped_attention
+from .attention import tapped_attention
 from .collector import DEFAULT_MAX_SPARSE_BYTES, CollectedArrays, Collector
 from .prompt_attention import DEFAULT_TILE_BYTES
 from .loading import resolve_model, resolve_tokenizer
@@ -205,30 +205,22 @@ def analyze(
                 tile_bytes=attention_tile_bytes, max_sparse_bytes=max_sparse_bytes, logit_lens=logit_lens,
                 lens_scale=_lens_scale(model), on_prompt_layer=on_prompt_layer,
             )
-            token = ACTIVE_COLLECTOR.set(collector)
-            collector.install(routes)
-            try:
-                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
-                    if seed is not None:
-                        torch.manual_seed(int(seed))
-                    output = model.generate(
-                        input_ids=input_ids,
-                        attention_mask=torch.ones_like(input_ids),
-                        max_new_tokens=max_new_tokens,
-                        do_sample=do_sample,
-                        streamer=streamer if streamer.active else None,  # put() syncs: attach only when listened to
-                        **gen_kwargs,
-                    )
-                    generated = output[0] if structure.is_encoder_decoder else output[0, n_prompt:]
-                    if structure.is_encoder_decoder:
-                        generated = generated[1:]  # drop the decoder start token
-                    n_steps = int(generated.shape[0])
-                    if n_steps:
-                        collector.record_token(n_steps - 1, generated[-1])
-                    arrays = collector.finish(n_steps)
-            finally:
-                collector.remove()
-                ACTIVE_COLLECTOR.reset(token)
+            with collector.running(routes, device, seed):
+                output = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=do_sample,
+                    streamer=streamer if streamer.active else None,  # put() syncs: attach only when listened to
+                    **gen_kwargs,
+                )
+                generated = output[0] if structure.is_encoder_decoder else output[0, n_prompt:]
+                if structure.is_encoder_decoder:
+                    generated = generated[1:]  # drop the decoder start token
+                n_steps = int(generated.shape[0])
+                if n_steps:
+                    collector.record_token(n_steps - 1, generated[-1])
+                arrays = collector.finish(n_steps)
         finally:
             streamer.close()
     t_done = time.perf_counter()

@@ -55,16 +55,14 @@ from ..trace.health import DEFAULT_THRESHOLDS
 from ..trace.trace import Trace
 from . import adapters, metrics
 from .attention import (
-    ACTIVE_COLLECTOR,
     CallSpec,
     _try_fused,
     attention_probs,
     attention_scores,
     mismatch_tolerance,
-    output_mismatch,
     tapped_attention,
 )
-from .collector import DEFAULT_MAX_SPARSE_BYTES, CollectedArrays, Collector, _tensor_output
+from .collector import DEFAULT_MAX_SPARSE_BYTES, CollectedArrays, Collector, _tensor_output, recomputation_error
 from .logit_head import find_head, plain_linear
 from .model_state import preserved_model_state
 from .prompt_attention import DEFAULT_TILE_BYTES, PromptAccumulator, cpu_prompt_layer, cpu_prompt_supported
@@ -335,13 +333,8 @@ class BatchedCollector(Collector):
             return None
         return found[0].transpose(0, 1), found[1]
 
-    def _check_prompt_layers(self) -> None:
-        missing = sorted(set(self.structure.prompt.attention_layers) - set(self.seqs[0].heads))
-        if missing:
-            raise ValueError(
-                f"{self._model_name()}: the prompt pass's attention of layers {missing} did not go through the "
-                "attention function corevital reads; the prompt telemetry would be partial, so no trace is returned"
-            )
+    def _prompt_layers_seen(self) -> set[int]:
+        return set(self.seqs[0].heads)
 
     # ---------------------------------------------------------------- attention
     def on_attention(self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -356,12 +349,8 @@ class BatchedCollector(Collector):
         that lets padding leak into a real row fails here). Checked on the most padded sequence
         and the least padded one (every sequence goes through the same code; a check costs a host
         sync per layer)."""
-        stack, layer = entry
-        where = f"{stack.role} layer {layer} ({type(module).__name__}, attention implementation {spec.implementation!r})"
-        unknown = adapters.unsupported_kwargs(spec.kwargs)
-        if unknown:
-            raise ValueError(f"{self._model_name()}: {where} passes {unknown} to its attention function, which "
-                             "corevital's statistics do not model; refused before generating")
+        stack = entry[0]
+        where = self._checked_call_site(entry, module, spec)
         if query.shape[0] != self.batch:
             raise BatchUnsupported(f"{where} runs a batch of {query.shape[0]} for {self.batch} sequences")
         q_len = query.shape[-2]
@@ -377,9 +366,7 @@ class BatchedCollector(Collector):
                 calls.append((*self.sequence_call(stack, i, query, key, value, attention_mask, spec),
                               theirs[i : i + 1, s:e]))
         for q, k, v, m, sp, out in calls:
-            n = q.shape[-2]
-            rows = torch.unique(torch.tensor([0, n // 2, n - 1], device=q.device))
-            err = output_mismatch(module, q, k, v, m, sp, out, rows)
+            err = recomputation_error(module, q, k, v, m, sp, out)
             if not err <= tolerance:
                 raise BatchUnsupported(
                     f"{self._model_name()}: corevital's recomputation of the attention of {where} over a sequence's "
@@ -797,29 +784,21 @@ def _run_batch(model: Any, structure: ModelStructure, routes: dict[int, str], to
             max_sparse_bytes=int(kw.get("max_sparse_bytes", DEFAULT_MAX_SPARSE_BYTES)), logit_lens=logit_lens,
             lens_scale=_lens_scale(model),
         )
-        token = ACTIVE_COLLECTOR.set(collector)
-        collector.install(routes)
-        try:
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
-                if seed is not None:
-                    torch.manual_seed(int(seed))
-                output = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                        do_sample=False, **gen_kwargs)
-                generated = output[:, 1:] if enc_dec else output[:, width:]  # (drop the decoder start token)
-                n_steps = int(generated.shape[1])
-                if n_steps:
-                    collector.record_token(n_steps - 1, generated[:, -1])
-                gen_host = generated.cpu().numpy()
-                lengths = _lengths(gen_host, _eos_ids(model, generate_kwargs))
-                arrays = collector.finish_batch(lengths)
-        finally:
-            collector.remove()
-            ACTIVE_COLLECTOR.reset(token)
+        with collector.running(routes, device, seed):
+            output = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                    do_sample=False, **gen_kwargs)
+            generated = output[:, 1:] if enc_dec else output[:, width:]  # (drop the decoder start token)
+            n_steps = int(generated.shape[1])
+            if n_steps:
+                collector.record_token(n_steps - 1, generated[:, -1])
+            gen_host = generated.cpu().numpy()
+            lengths = _lengths(gen_host, _eos_ids(model, generate_kwargs))
+            arrays = collector.finish_batch(lengths)
         probe = None
         if collector.first_logits is not None:
-            probe = _check_probe(model, [encoded[i] for i in (collector.probe, collector.anchor)],
-                         [output[i, :1] if enc_dec else None for i in (collector.probe, collector.anchor)],
-                         [collector.first_logits, collector.anchor_logits], device)
+            pair = (collector.probe, collector.anchor)
+            probe = _check_probe(model, [encoded[i] for i in pair], [output[i, :1] if enc_dec else None for i in pair],
+                                 [collector.first_logits, collector.anchor_logits], device)
     t_done = time.perf_counter()
     simple = {k: v for k, v in generate_kwargs.items() if isinstance(v, (int, float, str, bool))}
     traces = []

@@ -13,8 +13,9 @@ host once, in :meth:`Collector.finish`.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from torch import nn
 
 from . import metrics
 from . import adapters
-from .attention import LEGACY_MODULE, CallSpec, mismatch_tolerance, observe_call, output_mismatch
+from .attention import ACTIVE_COLLECTOR, LEGACY_MODULE, CallSpec, mismatch_tolerance, observe_call, output_mismatch
 from .logit_head import find_head, plain_linear
 from .prompt_attention import DEFAULT_TILE_BYTES, PromptAccumulator, tile_rows
 from .step_chunks import StepChunks, pad_rows
@@ -78,6 +79,15 @@ class HostCopies:
         for device in self.devices:
             torch.cuda.synchronize(device)
         self.devices.clear()
+
+
+def recomputation_error(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                        mask: torch.Tensor | None, spec: CallSpec, output: torch.Tensor) -> float:
+    """Relative difference between the model's attention output and corevital's recomputation
+    (probabilities times values) on the first, middle and last query rows (one host sync)."""
+    n = query.shape[-2]
+    rows = torch.unique(torch.tensor([0, n // 2, n - 1], device=query.device))
+    return output_mismatch(module, query, key, value, mask, spec, output, rows)
 
 
 def _enter_legacy(module: nn.Module, args: tuple) -> None:
@@ -431,6 +441,36 @@ class Collector:
         carries no argument the statistics do not understand, and corevital's probabilities times
         the values reproduce the model's own output on the first, middle and last query rows.
         Otherwise stop before any token is produced rather than return a wrong trace."""
+        where = self._checked_call_site(entry, module, spec)
+        if query.shape[0] != 1:
+            raise ValueError(f"{where} runs a batch of {query.shape[0]}; corevital traces one sequence")
+        err = recomputation_error(module, query, key, value, attention_mask, spec, output)
+        if not err <= mismatch_tolerance(query.dtype):
+            raise ValueError(
+                f"{self._model_name()}: corevital's recomputation of the attention of {where} does not reproduce the "
+                f"model's output (relative difference {err:.3g}), so its statistics would be wrong; refused before "
+                "generating (nothing returned, the model unchanged). Please report the model type."
+            )
+
+    @contextmanager
+    def running(self, routes: dict[int, str], device: torch.device, seed: int | None) -> Iterator[None]:
+        """While the model generates: this collector is the active observer with its hooks
+        installed, under inference mode, with the caller's random state saved and restored around
+        it (seeded with ``seed`` when given); hooks and observer are removed on any exit."""
+        token = ACTIVE_COLLECTOR.set(self)
+        self.install(routes)
+        try:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
+                if seed is not None:
+                    torch.manual_seed(int(seed))
+                yield
+        finally:
+            self.remove()
+            ACTIVE_COLLECTOR.reset(token)
+
+    def _checked_call_site(self, entry: tuple[Stack, int], module: nn.Module, spec: CallSpec) -> str:
+        """The call's description for messages; refuses a call carrying arguments the statistics
+        do not model."""
         stack, layer = entry
         where = f"{stack.role} layer {layer} ({type(module).__name__}, attention implementation {spec.implementation!r})"
         unknown = adapters.unsupported_kwargs(spec.kwargs)
@@ -438,17 +478,7 @@ class Collector:
             raise ValueError(f"{self._model_name()}: {where} passes {unknown} to its attention function, which "
                              "corevital's statistics do not model; refused before generating (nothing returned, the "
                              "model unchanged). Try attn_implementation='sdpa' or 'eager'.")
-        if query.shape[0] != 1:
-            raise ValueError(f"{where} runs a batch of {query.shape[0]}; corevital traces one sequence")
-        q_len = query.shape[-2]
-        rows = torch.unique(torch.tensor([0, q_len // 2, q_len - 1], device=query.device))
-        err = output_mismatch(module, query, key, value, attention_mask, spec, output, rows)
-        if not err <= mismatch_tolerance(query.dtype):
-            raise ValueError(
-                f"{self._model_name()}: corevital's recomputation of the attention of {where} does not reproduce the "
-                f"model's output (relative difference {err:.3g}), so its statistics would be wrong; refused before "
-                "generating (nothing returned, the model unchanged). Please report the model type."
-            )
+        return where
 
     def _once_per_forward(self, entry: tuple[Stack, int]) -> None:
         if entry[1] in self._step_rows or entry[1] in self._step_queries:
@@ -459,8 +489,12 @@ class Collector:
                 "unchanged)"
             )
 
+    def _prompt_layers_seen(self) -> set[int]:
+        """The prompt-stack layers whose prompt-pass attention was read."""
+        return set(self._prompt_heads)
+
     def _check_prompt_layers(self) -> None:
-        missing = sorted(set(self.structure.prompt.attention_layers) - set(self._prompt_heads))
+        missing = sorted(set(self.structure.prompt.attention_layers) - self._prompt_layers_seen())
         if missing:
             raise ValueError(
                 f"{self._model_name()}: the prompt pass's attention of layers {missing} did not go through the "
