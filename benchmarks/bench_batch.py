@@ -111,7 +111,7 @@ def traced(model, tok, prompts: list[str], batch_size: int, new_tokens: int, dev
                               batch_size=batch_size, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
         sync(device)
         seconds = time.perf_counter() - t
-    alone = [str(w.message) for w in caught if "one at a time" in str(w.message) or "splitting" in str(w.message)]
+    alone = [str(w.message) for w in caught if any(k in str(w.message) for k in ("one at a time", "splitting", "split into"))]
     if alone:  # a batch traced one prompt at a time (or split) is part of the rate: say so
         print(f"    {len(alone)} batch(es) not run whole: {alone[0][:300]}")
     return seconds, len(ts) * new_tokens  # min_new_tokens: every prompt traced exactly new_tokens steps
@@ -184,6 +184,9 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1,8,32")
     ap.add_argument("--batch1-prompts", type=int, default=32, help="prompts traced at batch size 1 (a rate)")
     ap.add_argument("--in-memory", action="store_true", help="keep traces in memory instead of saving them")
+    ap.add_argument("--sdpa", choices=("default", "no-cudnn"), default="default",
+                    help="no-cudnn: both sides run with torch's flash / memory-efficient / math attention only "
+                         "(torch's cuDNN attention builds a plan for every new shape: seconds per batch of new lengths)")
     ap.add_argument("--ray-workers", default="", help="the Ray row instead: worker counts, e.g. 1,2")
     ap.add_argument("--ray-prompts", type=int, default=256)
     ap.add_argument("--ray-batch-size", type=int, default=32)
@@ -207,8 +210,26 @@ def main() -> None:
     prompts = make_prompts(args.prompts, args.min_len, args.max_len, args.vocab)
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     print(f"{len(prompts)} prompts of {args.min_len}-{args.max_len} tokens, {args.new_tokens} new tokens; batch size 1 on "
-          f"the first {min(args.batch1_prompts, len(prompts))}")
+          f"the first {min(args.batch1_prompts, len(prompts))}; SDPA backends: {args.sdpa}")
 
+    with sdpa_backends(args.sdpa):
+        table(args, model, tok, prompts, sizes, device)
+
+
+def sdpa_backends(choice: str):
+    """The SDPA backends both sides run with (the model computes the same attention either way,
+    rounded differently)."""
+    import contextlib
+
+    if choice == "default":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
+def table(args: argparse.Namespace, model, tok, prompts: list[str], sizes: list[int], device: torch.device) -> None:
+    """The generate / analyze_many rows and the targets."""
     warm = prompts[: min(2, len(prompts))]  # compile / allocate once, outside the timings
     plain_generate(model, tok, warm, len(warm), 2, device)
     traced(model, tok, warm, len(warm), 2, device, True)

@@ -47,6 +47,20 @@ def test_round_trip_is_exact(tmp_path, smollm2_trace):
     assert loaded.attends_to(5, 3, 1)[0].tolist() == smollm2_trace.attends_to(5, 3, 1)[0].tolist()
 
 
+def test_every_compression_level_reads_back_the_same_trace(tmp_path, smollm2_trace):
+    """Dataset runs save at ZSTD_LEVEL_DATASET (faster, a few % larger); the file reads the same."""
+    sizes = {}
+    for level in (storage.ZSTD_LEVEL_DATASET, None):
+        path = tmp_path / f"{level}.cvtrace"
+        sizes[level] = smollm2_trace.save(path, level)
+        assert corevital.load_trace(path) == smollm2_trace
+    assert sizes[None] <= sizes[storage.ZSTD_LEVEL_DATASET]  # the default level compresses at least as well
+    for bad in (0, 23, 2.5, True, "3"):
+        with pytest.raises(ValueError, match="zstd compression level"):
+            smollm2_trace.save(tmp_path / "bad.cvtrace", bad)
+    assert not (tmp_path / "bad.cvtrace").exists()
+
+
 def test_round_trip_without_prompt_telemetry_and_with_cap(smollm2, tmp_path):
     model, tok = smollm2
     for kw in ({"prompt_telemetry": False}, {"attention_cap": 3}):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 
 from .analysis.features import trace_features
-from .trace.storage import TraceFileError, load_trace, write_text_atomic
+from .trace.storage import ZSTD_LEVEL_DATASET, TraceFileError, load_trace, write_text_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -258,7 +258,7 @@ def analyze_many(
             trace = analyze(model, prompt, tokenizer, **analyze_kwargs)
             summaries[i] = trace_summary_row(trace)
             if out is not None:
-                trace.save(out / f"{keys[i]}{TRACE_SUFFIX}")
+                trace.save(out / f"{keys[i]}{TRACE_SUFFIX}", ZSTD_LEVEL_DATASET)
                 save_manifest()
             else:
                 assert traces is not None
@@ -300,7 +300,7 @@ def _trace_batched(model: Any, tokenizer: Any, prompts: list[str], keys: list[st
             for i, trace in zip(members, traces):
                 summaries[i] = trace_summary_row(trace)
                 if out is not None:
-                    in_flight.append(saver.submit(trace.save, out / f"{keys[i]}{TRACE_SUFFIX}"))
+                    in_flight.append(saver.submit(trace.save, out / f"{keys[i]}{TRACE_SUFFIX}", ZSTD_LEVEL_DATASET))
                 else:
                     kept[i] = trace
             bar.update(len(members))

@@ -251,10 +251,10 @@ def _fused_prompt_layer(query: torch.Tensor, key: torch.Tensor, scaling: float |
             top_slot, order = torch.sort(top_slot, dim=-1)
             w_buf, keys_buf = top_w.gather(-1, order), keys_buf.gather(-1, top_slot)
             counts, slot = counts.clamp(max=cap), slot[:cap]
-        keep = slot < counts[..., None]
+        kept = (slot < counts[..., None]).reshape(-1).nonzero().squeeze(1)  # the host sync, once for both
         counts_parts.append(counts)
-        keys_parts.append(keys_buf[keep])
-        weight_parts.append(w_buf[keep])
+        keys_parts.append(keys_buf.reshape(-1)[kept])
+        weight_parts.append(w_buf.reshape(-1)[kept])
     counts = torch.cat(counts_parts, dim=1)
     keys_flat, weights = torch.cat(keys_parts), torch.cat(weight_parts)
     if len(counts_parts) > 1:  # chunks arrive in (chunk, head, row) order; CSR wants (head, row)

@@ -128,11 +128,13 @@ class Trace:
         return self.sparse.attended_by(token, self._prompt_layer(layer), head)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | PathLike[str]) -> int:
-        """Write the trace to one compressed, checksummed file, atomically. Returns its size in bytes."""
+    def save(self, path: str | PathLike[str], level: int | None = None) -> int:
+        """Write the trace to one compressed, checksummed file, atomically. Returns its size in
+        bytes. ``level``: the zstd level, 1-22 (default 12: small files; dataset runs save at 3,
+        about four times faster for 3-4% more bytes)."""
         from .storage import save_trace
 
-        return save_trace(self, path)
+        return save_trace(self, path, level)
 
     def to_bytes(self) -> bytes:
         """The file format as bytes (what :meth:`save` writes)."""
