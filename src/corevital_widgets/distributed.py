@@ -26,13 +26,11 @@ import math
 import os
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from pathlib import Path
 from typing import Any, Callable
 
 from .batch import (
-    SAVER_THREADS,
     TRACE_SUFFIX,
     TraceSet,
     _check_prompts,
@@ -95,10 +93,6 @@ class _TraceWorker:
         self.out = Path(out_dir)
         self.batch_size = batch_size
         self.analyze_kwargs = analyze_kwargs
-        # a batch's files are compressed and written on threads (zstd releases the GIL): with one
-        # thread, saving 32 traces of an 8B model took longer than tracing them
-        self.saver = ThreadPoolExecutor(max(1, min(SAVER_THREADS, os.cpu_count() or 1, batch_size)),
-                                        thread_name_prefix="corevital-save")
 
     def _saved_summary(self, path: Path) -> dict[str, Any] | None:
         from .trace.storage import TraceFileError, load_trace
@@ -113,8 +107,9 @@ class _TraceWorker:
 
     def __call__(self, batch: Any) -> Any:
         import pandas as pd
+        from tqdm.auto import tqdm
 
-        from .batch import analyze_many
+        from .batch import _trace_batched
         from .engine.analyze import analyze
 
         indices, prompts, keys = list(batch["index"]), list(batch["prompt"]), list(batch["key"])
@@ -123,13 +118,11 @@ class _TraceWorker:
         traced = [False] * len(keys)
         todo = [j for j, s in enumerate(summaries) if s is None]
         if self.batch_size > 1 and len(todo) > 1:
-            ts = analyze_many(self.model, [prompts[j] for j in todo], self.tokenizer, out_dir=None, progress=False,
-                              batch_size=self.batch_size, **self.analyze_kwargs)
-            saving = [self.saver.submit(trace.save, paths[j], ZSTD_LEVEL_DATASET) for j, trace in zip(todo, ts)]
-            for j, trace in zip(todo, ts):
-                summaries[j], traced[j] = trace_summary_row(trace), True
-            for f in saving:  # every file on disk before the rows go back to the driver
-                f.result()
+            # analyze_many's batched loop: files saved on threads, all on disk when it returns
+            _trace_batched(self.model, self.tokenizer, prompts, keys, summaries, self.out, self.batch_size,
+                           self.analyze_kwargs, lambda: None, tqdm(disable=True))
+            for j in todo:
+                traced[j] = True
         else:
             for j in todo:
                 trace = analyze(self.model, prompts[j], self.tokenizer, **self.analyze_kwargs)
