@@ -179,6 +179,28 @@ def test_out_of_memory_splits_the_batch_in_two(tok, gqa, monkeypatch):
 
 
 # ------------------------------------------------------------------------------ fallback
+def test_a_failing_batched_kernel_falls_back_to_the_per_sequence_path(tok, gqa, monkeypatch):
+    """If the batched Triton prompt kernels fail, the batch warns once, switches them off and
+    takes each sequence's torch path: the same traces."""
+    from corevital_widgets.engine import triton_prompt
+
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("PassManager::run failed (no such instruction on this GPU)")
+
+    monkeypatch.setattr(triton_prompt, "disabled_reason", None)
+    monkeypatch.setattr(batched, "fused_prompt_supported", lambda *a, **k: triton_prompt.disabled_reason is None)
+    monkeypatch.setattr(batched, "fused_prompt_batch", broken)
+    kw = dict(max_new_tokens=3, min_new_tokens=3)
+    with pytest.warns(RuntimeWarning, match="fused Triton prompt kernels failed") as caught:
+        traces = analyze_batch(gqa, PROMPTS[:3], tok, **kw)
+    assert calls == [1] and len([w for w in caught if "Triton" in str(w.message)]) == 1
+    for prompt, trace in zip(PROMPTS[:3], traces):
+        assert_same_trace(corevital.analyze(gqa, prompt, tok, **kw), trace, prompt)
+
+
 def test_what_cannot_be_batched_exactly_is_traced_alone_with_a_warning(tok, gqa):
     prompts = PROMPTS[:3]
     kw = dict(max_new_tokens=4, do_sample=True, seed=5, temperature=0.8)

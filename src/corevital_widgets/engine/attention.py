@@ -291,17 +291,22 @@ def observe_call(collector: "Collector", module: nn.Module, query: torch.Tensor,
 
 def _try_fused(query: torch.Tensor, key: torch.Tensor, scaling: float | None, causal: bool, threshold: float,
                cap: int, buffer_bytes: int) -> tuple[torch.Tensor, ...] | None:
-    """The fused kernels' result, or None after a Triton failure (e.g. a GPU whose compiler
-    lacks an instruction): the kernels are then switched off for the process, with one warning,
-    and the caller takes the tiled torch path. Out-of-memory errors propagate."""
+    """The fused kernels' result for one sequence, or None after a Triton failure (see :func:`fused_or_none`)."""
+    return fused_or_none(lambda: fused_prompt_layer(query, key, scaling, causal, threshold, cap, buffer_bytes))
+
+
+def fused_or_none(run: Callable[[], Any]) -> Any:
+    """``run()`` (a call of the fused kernels), or None after a Triton failure (e.g. a GPU whose
+    compiler lacks an instruction): the kernels are then switched off for the process, with one
+    warning, and the caller takes the tiled torch path. Out-of-memory errors propagate."""
     try:
-        return fused_prompt_layer(query, key, scaling, causal, threshold, cap, buffer_bytes)
+        return run()
     except torch.cuda.OutOfMemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - any compile/launch failure of the optional fast path
         triton_prompt.disable(f"{type(exc).__name__}: {exc}")
         warnings.warn(f"corevital: the fused Triton prompt kernels failed ({type(exc).__name__}: {exc}); using the "
-                      "tiled torch path from now on (same numbers, slower on long prompts)", RuntimeWarning, stacklevel=2)
+                      "tiled torch path from now on (same numbers, slower on long prompts)", RuntimeWarning, stacklevel=3)
         return None
 
 

@@ -56,8 +56,8 @@ from ..trace.trace import Trace
 from . import adapters, metrics
 from .attention import (
     CallSpec,
-    _try_fused,
     attention_probs,
+    fused_or_none,
     attention_scores,
     mismatch_tolerance,
     tapped_attention,
@@ -68,7 +68,7 @@ from .model_state import preserved_model_state
 from .prompt_attention import DEFAULT_TILE_BYTES, PromptAccumulator, cpu_prompt_layer, cpu_prompt_supported
 from .step_chunks import StepChunks
 from .structure import ModelStructure, Stack, execution_device, inspect_model
-from .triton_prompt import fused_prompt_supported
+from .triton_prompt import fused_prompt_batch, fused_prompt_supported
 
 #: Default memory budget of one batch on the CPU, bytes (on CUDA: 80% of the free memory).
 DEFAULT_CPU_BATCH_BYTES = 4 * 2**30
@@ -463,24 +463,48 @@ def observe_batched_call(collector: BatchedCollector, module: nn.Module, query: 
                 causal = stack.role == "causal"
                 plain = collector.plain_mask(stack, attention_mask, q_len, causal)
             n_heads = query.shape[1]
-            for i in range(collector.batch):  # the batch's sequences, one prompt pass each (within the tile budget)
-                q, k, _, m, sp = collector.sequence_call(stack, i, query, key, None, attention_mask, spec)
-                n = q.shape[-2]
-                acc = PromptAccumulator(n_heads, n, n, collector.threshold, collector.seqs[i].cap, q.device)
-                fused = None
-                if plain and fused_prompt_supported(q, k, None, sp.kwargs, acc.threshold, module.training):
-                    fused = _try_fused(q, k, sp.scaling, causal, acc.threshold, acc.cap, collector.tile_bytes)
-                if fused is not None:
-                    acc.add_fused(*fused)
-                elif plain and cpu_prompt_supported(q, k, None, sp.kwargs, module.training):
-                    cpu_prompt_layer(acc, q, k, sp.softmax_scale(q), causal, collector.tile_rows(n_heads, n))
-                else:
-                    _tiled_prompt(collector, module, acc, q, k, m, sp)
-                collector.prompt_done(i, entry, acc)
+            if not (plain and _fused_prompt_pass(collector, entry, module, query, key, spec, causal)):
+                for i in range(collector.batch):  # the batch's sequences, one prompt pass each (within the tile budget)
+                    q, k, _, m, sp = collector.sequence_call(stack, i, query, key, None, attention_mask, spec)
+                    n = q.shape[-2]
+                    acc = PromptAccumulator(n_heads, n, n, collector.threshold, collector.seqs[i].cap, q.device)
+                    if plain and cpu_prompt_supported(q, k, None, sp.kwargs, module.training):
+                        cpu_prompt_layer(acc, q, k, sp.softmax_scale(q), causal, collector.tile_rows(n_heads, n))
+                    else:
+                        _tiled_prompt(collector, module, acc, q, k, m, sp)
+                    collector.prompt_done(i, entry, acc)
         if step:
             collector.on_step_scores(entry, *_step_rows(module, query, key, attention_mask, spec))
     elif stack.role != "encoder":
         collector.on_step_scores(entry, *_step_rows(module, query, key, attention_mask, spec))
+
+
+def _fused_prompt_pass(collector: BatchedCollector, entry: tuple[Stack, int], module: nn.Module, query: torch.Tensor,
+                       key: torch.Tensor, spec: CallSpec, causal: bool) -> bool:
+    """Every sequence's prompt pass of one layer through the fused Triton kernels at once (one
+    launch per kernel for the whole batch, each sequence over its own span: the same numbers as
+    its call alone). False when the kernels do not apply (the caller then goes sequence by
+    sequence)."""
+    stack = entry[0]
+    q0, k0, _, _, sp = collector.sequence_call(stack, 0, query, key, None, None, spec)
+    if not fused_prompt_supported(q0, k0, None, sp.kwargs, collector.threshold, module.training):
+        return False
+    spans = []
+    for i in range(collector.batch):  # the table of spans the kernels read (a loop over sequences)
+        s, e = collector.span(stack, i, query.shape[-2])
+        spans.append((s, s, e - s, e - s))
+    caps = {seq.cap for seq in collector.seqs}
+    cap = caps.pop() if len(caps) == 1 else 0  # differing caps: applied per sequence by prompt_done
+    found = fused_or_none(lambda: fused_prompt_batch(query, key, spans, sp.scaling, causal, collector.threshold, cap,
+                                                     collector.tile_bytes))
+    if found is None:
+        return False
+    for i, (stats, counts, keys, weights) in enumerate(found):
+        n = spans[i][2]
+        acc = PromptAccumulator(query.shape[1], n, n, collector.threshold, cap, query.device)
+        acc.add_fused(stats, counts, keys, weights)
+        collector.prompt_done(i, entry, acc)
+    return True
 
 
 def _tiled_prompt(collector: BatchedCollector, module: nn.Module, acc: PromptAccumulator, query: torch.Tensor,

@@ -706,13 +706,15 @@ class Collector:
             n_heads = max(prompt_heads_by_layer[i].shape[-1] for i in attn)  # layers may differ in head count
             heads = np.stack([_pad_heads(prompt_heads_by_layer[i].numpy(), n_heads, np.nan) for i in attn])
             prompt_heads = _all_layers(heads, attn, n, axis=0)
-            lt = torch.stack([transformation[i] for i in range(n)]).numpy()
+            # numpy, not torch, on the host: torch's CPU ops are OpenMP-parallel and slow down a
+            # hundredfold while other threads (trace savers) or processes keep the cores busy
+            lt = np.stack([transformation[i].numpy() for i in range(n)])
             psurp = prompt_surprisal
             no_rows = np.zeros((n_heads, sparse[attn[0]][0].shape[-1]), dtype=np.int32)
             counts = np.stack([_pad_heads(sparse[i][0].numpy().T, n_heads, 0).T if i in sparse else no_rows
                                for i in range(n)])
-            keys = torch.cat([sparse[i][1] for i in attn]).numpy()
-            vals = torch.cat([sparse[i][2] for i in attn]).numpy()
+            keys = np.concatenate([sparse[i][1].numpy() for i in attn])
+            vals = np.concatenate([sparse[i][2].numpy() for i in attn])
         return CollectedArrays(
             step_stats=out["step_stats"],
             surprisal=out["surprisal"],

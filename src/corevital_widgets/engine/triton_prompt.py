@@ -103,12 +103,23 @@ if triton is not None:
         return tl.where(valid, s, float("-inf")), valid
 
     @triton.jit
-    def _row_stats(Q, K, OUT, stride_qh, stride_qm, stride_qd, stride_kh, stride_kn, stride_kd,
-                   stride_oc, stride_oh, n_rows, n_keys, q_offset, groups, qk_scale, mid_lo, mid_hi,
+    def _sequence(SEQ, b):
+        """Sequence ``b``'s row of the [B, 4] int32 table: first query row, first key, query rows, keys."""
+        return tl.load(SEQ + b * 4), tl.load(SEQ + b * 4 + 1), tl.load(SEQ + b * 4 + 2), tl.load(SEQ + b * 4 + 3)
+
+    @triton.jit
+    def _row_stats(Q, K, OUT, SEQ, stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn,
+                   stride_kd, stride_ob, stride_oc, stride_oh, groups, qk_scale,
                    CAUSAL: tl.constexpr, HEAD_D: tl.constexpr, BLOCK_D: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
+        """Rows of sequence ``program_id(2)``; OUT is [5, B, H, rows] (its rows past the sequence's untouched)."""
         start_m = tl.program_id(0)
         head = tl.program_id(1)
+        b = tl.program_id(2).to(tl.int64)
+        q_start, k_start, n_rows, n_keys = _sequence(SEQ, b)
+        q_offset = n_keys - n_rows
+        Q += b * stride_qb + q_start.to(tl.int64) * stride_qm
+        K += b * stride_kb + k_start.to(tl.int64) * stride_kn
         offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
         rmask = offs_m < n_rows
@@ -121,9 +132,12 @@ if triton is not None:
         a = tl.zeros([BLOCK_M], tl.float32)
         lmid = tl.zeros([BLOCK_M], tl.float32)
         s0 = tl.zeros([BLOCK_M], tl.float32)
+        mid_lo = n_keys // 3
+        mid_hi = (2 * n_keys) // 3
         hi = n_keys
         if CAUSAL:
             hi = tl.minimum(n_keys, q_offset + (start_m + 1) * BLOCK_M)
+        hi = hi * (start_m * BLOCK_M < n_rows).to(tl.int32)  # a block past this sequence's rows: nothing to do
         for start_n in range(0, hi, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
             s, valid = _scores_block(q, K, kv_base, stride_kn, stride_kd, offs_n, offs_d, n_keys, qpos, qk_scale,
@@ -140,7 +154,7 @@ if triton is not None:
             lmid = alpha * lmid + tl.sum(tl.where(in_mid[None, :], e, 0.0), 1)
             m = m_new
         inv = 1.0 / l
-        base = OUT + head * stride_oh + offs_m
+        base = OUT + b * stride_ob + head * stride_oh + offs_m
         tl.store(base, tl.log2(l) - a * inv, mask=rmask)  # entropy, bits
         tl.store(base + stride_oc, inv, mask=rmask)  # concentration: the largest weight
         tl.store(base + 2 * stride_oc, tl.exp2(s0 - m) * inv, mask=rmask)  # sink: weight on key 0
@@ -148,27 +162,36 @@ if triton is not None:
         tl.store(base + 4 * stride_oc, m + tl.log2(l), mask=rmask)  # log2-sum-exp2 of the row
 
     @triton.jit
-    def _sparse_rows(Q, K, LSE, KEYS, WEIGHTS, COUNTS, stride_qh, stride_qm, stride_qd, stride_kh, stride_kn,
-                     stride_kd, stride_lh, n_rows, n_keys, q_offset, row0, groups, qk_scale, threshold, R,
+    def _sparse_rows(Q, K, LSE, KEYS, WEIGHTS, COUNTS, SEQ, stride_qb, stride_qh, stride_qm, stride_qd, stride_kb,
+                     stride_kh, stride_kn, stride_kd, stride_lb, stride_lh, rows, row0, groups, qk_scale, threshold, R,
                      CAUSAL: tl.constexpr, HEAD_D: tl.constexpr, BLOCK_D: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
-        """Rows row0 + [0, n_rows) of one head; buffers are [H, n_rows, R] / [H, n_rows]."""
+        """Rows row0 + [0, rows) of one head of sequence ``program_id(2)``; buffers are
+        [B, H, rows, R] / [B, H, rows] (a row past the sequence's gets count 0)."""
         start_m = tl.program_id(0)
         head = tl.program_id(1)
+        b = tl.program_id(2).to(tl.int64)
+        q_start, k_start, n_rows, n_keys = _sequence(SEQ, b)
+        q_offset = n_keys - n_rows
+        Q += b * stride_qb + q_start.to(tl.int64) * stride_qm
+        K += b * stride_kb + k_start.to(tl.int64) * stride_kn
         local = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_m = row0 + local
         offs_d = tl.arange(0, BLOCK_D)
-        rmask = local < n_rows
+        in_chunk = local < rows
+        rmask = in_chunk & (offs_m < n_rows)
         qpos = offs_m + q_offset
         q = tl.load(Q + head * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
                     mask=rmask[:, None] & (offs_d[None, :] < HEAD_D), other=0.0)
-        lse = tl.load(LSE + head * stride_lh + offs_m, mask=rmask, other=0.0)
+        lse = tl.load(LSE + b * stride_lb + head * stride_lh + offs_m, mask=rmask, other=0.0)
         kv_base = (head // groups) * stride_kh
-        out_row = (head * n_rows + local) * R
+        row_id = (b * tl.num_programs(1) + head) * rows + local
+        out_row = row_id * R
         count = tl.zeros([BLOCK_M], tl.int32)
         hi = n_keys
         if CAUSAL:
             hi = tl.minimum(n_keys, q_offset + row0 + (start_m + 1) * BLOCK_M)
+        hi = hi * (row0 + start_m * BLOCK_M < n_rows).to(tl.int32)
         for start_n in range(0, hi, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
             s, valid = _scores_block(q, K, kv_base, stride_kn, stride_kd, offs_n, offs_d, n_keys, qpos, qk_scale,
@@ -183,7 +206,7 @@ if triton is not None:
                          mask=ok)
                 tl.store(WEIGHTS + out_row[:, None] + pos, w, mask=ok)
                 count += n_keep
-        tl.store(COUNTS + head * n_rows + local, tl.minimum(count, R), mask=rmask)
+        tl.store(COUNTS + row_id, tl.minimum(count, R), mask=in_chunk)
 
 
 def _blocks(head_dim: int) -> tuple[int, int, int, int]:
@@ -208,60 +231,83 @@ def fused_prompt_layer(query: torch.Tensor, key: torch.Tensor, scaling: float | 
 
     The kernels run on the tensors' own device and its current stream (a model split over
     several GPUs has layers on each; Triton launches on the *current* device otherwise)."""
+    return fused_prompt_batch(query, key, [(0, 0, query.shape[-2], key.shape[-2])], scaling, causal, threshold, cap,
+                              buffer_bytes)[0]
+
+
+def fused_prompt_batch(query: torch.Tensor, key: torch.Tensor, spans: list[tuple[int, int, int, int]],
+                       scaling: float | None, causal: bool, threshold: float, cap: int,
+                       buffer_bytes: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """:func:`fused_prompt_layer` for the B sequences of a padded batch in one launch per kernel:
+    query [B, H, Wq, d], key [B, Hkv, Wk, d], and per sequence b ``spans[b]`` = (first query row,
+    first key, query rows P_b, keys K_b): its queries are ``query[b, :, q0 : q0 + P_b]``, the last
+    P_b of its keys ``key[b, :, k0 : k0 + K_b]`` (key indices count from k0; nothing outside the
+    span is read, so padding is neither a key nor a row). Returns one (stats [5, H, P_b],
+    counts [H, P_b], keys, weights) per sequence, as :func:`fused_prompt_layer` gives for the
+    sequence's slices alone. ``buffer_bytes`` bounds the sparse buffer of one launch (all
+    sequences' rows together). Two host syncs per chunk of rows at most (the compaction, and the
+    per-sequence entry counts), not per sequence."""
     with torch.cuda.device(query.device):
-        return _fused_prompt_layer(query, key, scaling, causal, threshold, cap, buffer_bytes)
+        return _fused_prompt_batch(query, key, spans, scaling, causal, threshold, cap, buffer_bytes)
 
 
-def _fused_prompt_layer(query: torch.Tensor, key: torch.Tensor, scaling: float | None, causal: bool, threshold: float,
-                        cap: int, buffer_bytes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    _, n_heads, n_rows, head_dim = query.shape
-    n_keys = key.shape[-2]
-    q, k = query[0], key[0]
+def _fused_prompt_batch(query: torch.Tensor, key: torch.Tensor, spans: list[tuple[int, int, int, int]],
+                        scaling: float | None, causal: bool, threshold: float, cap: int,
+                        buffer_bytes: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    n_seqs, n_heads, _, head_dim = query.shape
+    device = query.device
     if scaling is None:
         scaling = head_dim ** -0.5
     qk_scale = float(scaling) * LOG2E
     groups = n_heads // key.shape[1]
-    q_offset = n_keys - n_rows
     block_m, block_n, block_d, warps = _blocks(head_dim)
     ieee = query.dtype == torch.float32
-    stats = torch.empty(5, n_heads, n_rows, dtype=torch.float32, device=query.device)
-    grid = (triton.cdiv(n_rows, block_m), n_heads)
-    _row_stats[grid](q, k, stats, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-                     stats.stride(0), stats.stride(1), n_rows, n_keys, q_offset, groups, qk_scale,
-                     n_keys // 3, (2 * n_keys) // 3, CAUSAL=causal, HEAD_D=head_dim, BLOCK_D=block_d,
-                     BLOCK_M=block_m, BLOCK_N=block_n, IEEE=ieee, num_warps=warps, num_stages=2)
+    table = torch.tensor(spans, dtype=torch.int32).to(device, non_blocking=True)
+    n_rows = max(p for _, _, p, _ in spans)
+    qs, ks = query.stride(), key.stride()
+    stats = torch.empty(5, n_seqs, n_heads, n_rows, dtype=torch.float32, device=device)
+    _row_stats[(triton.cdiv(n_rows, block_m), n_heads, n_seqs)](
+        query, key, stats, table, qs[0], qs[1], qs[2], qs[3], ks[0], ks[1], ks[2], ks[3],
+        stats.stride(1), stats.stride(0), stats.stride(2), groups, qk_scale,
+        CAUSAL=causal, HEAD_D=head_dim, BLOCK_D=block_d, BLOCK_M=block_m, BLOCK_N=block_n, IEEE=ieee,
+        num_warps=warps, num_stages=2)
     lse = stats[4]
     r = row_entries(threshold)
-    chunk = max(block_m, (buffer_bytes // max(1, n_heads * r * 8)) // block_m * block_m)
+    chunk = max(block_m, (buffer_bytes // max(1, n_seqs * n_heads * r * 8)) // block_m * block_m)
     counts_parts, keys_parts, weight_parts = [], [], []
     for row0 in range(0, n_rows, chunk):
         rows = min(chunk, n_rows - row0)
-        keys_buf = torch.empty(n_heads, rows, r, dtype=torch.int32, device=query.device)
-        w_buf = torch.empty(n_heads, rows, r, dtype=torch.float32, device=query.device)
-        counts = torch.empty(n_heads, rows, dtype=torch.int32, device=query.device)
-        _sparse_rows[(triton.cdiv(rows, block_m), n_heads)](
-            q, k, lse, keys_buf, w_buf, counts, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
-            k.stride(2), lse.stride(0), rows, n_keys, q_offset, row0, groups, qk_scale, float(threshold), r,
+        keys_buf = torch.empty(n_seqs, n_heads, rows, r, dtype=torch.int32, device=device)
+        w_buf = torch.empty(n_seqs, n_heads, rows, r, dtype=torch.float32, device=device)
+        counts = torch.empty(n_seqs, n_heads, rows, dtype=torch.int32, device=device)
+        _sparse_rows[(triton.cdiv(rows, block_m), n_heads, n_seqs)](
+            query, key, lse, keys_buf, w_buf, counts, table, qs[0], qs[1], qs[2], qs[3], ks[0], ks[1], ks[2], ks[3],
+            lse.stride(0), lse.stride(1), rows, row0, groups, qk_scale, float(threshold), r,
             CAUSAL=causal, HEAD_D=head_dim, BLOCK_D=block_d, BLOCK_M=block_m, BLOCK_N=block_n, IEEE=ieee,
             num_warps=warps, num_stages=2)
-        slot = torch.arange(r, device=query.device)
+        slot = torch.arange(r, device=device)
         if cap and cap < r:  # the cap largest of each row, keys kept ascending
             w_masked = torch.where(slot < counts[..., None], w_buf, -1.0)
             top_w, top_slot = torch.topk(w_masked, cap, dim=-1)
             top_slot, order = torch.sort(top_slot, dim=-1)
             w_buf, keys_buf = top_w.gather(-1, order), keys_buf.gather(-1, top_slot)
             counts, slot = counts.clamp(max=cap), slot[:cap]
-        kept = (slot < counts[..., None]).reshape(-1).nonzero().squeeze(1)  # the host sync, once for both
+        kept = (slot < counts[..., None]).reshape(-1).nonzero().squeeze(1)  # a host sync
         counts_parts.append(counts)
         keys_parts.append(keys_buf.reshape(-1)[kept])
         weight_parts.append(w_buf.reshape(-1)[kept])
-    counts = torch.cat(counts_parts, dim=1)
+    counts = torch.cat(counts_parts, dim=2)  # [B, H, rows]; 0 past each sequence's rows
     keys_flat, weights = torch.cat(keys_parts), torch.cat(weight_parts)
-    if len(counts_parts) > 1:  # chunks arrive in (chunk, head, row) order; CSR wants (head, row)
-        heads = torch.arange(n_heads, device=query.device)[:, None] * n_rows
-        row_id = torch.cat([(heads + i * chunk + torch.arange(c.shape[1], device=query.device)[None, :]).reshape(-1)
+    if len(counts_parts) > 1:  # chunks arrive in (chunk, sequence, head, row) order; CSR wants (sequence, head, row)
+        rows_of = (torch.arange(n_seqs * n_heads, device=device)[:, None] * n_rows)
+        row_id = torch.cat([(rows_of + i * chunk + torch.arange(c.shape[2], device=device)[None, :]).reshape(-1)
                             for i, c in enumerate(counts_parts)])
         per_entry = torch.repeat_interleave(row_id, torch.cat([c.reshape(-1) for c in counts_parts]).long())
         order = torch.sort(per_entry, stable=True).indices
         keys_flat, weights = keys_flat[order], weights[order]
-    return stats, counts, keys_flat, weights
+    per_seq = counts.sum((1, 2)).tolist() if n_seqs > 1 else [keys_flat.numel()]  # a host sync (B > 1)
+    out = []
+    for b, (k_part, w_part) in enumerate(zip(torch.split(keys_flat, per_seq), torch.split(weights, per_seq))):
+        p = spans[b][2]
+        out.append((stats[:, b, :, :p], counts[b, :, :p], k_part, w_part))
+    return out
