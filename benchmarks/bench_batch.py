@@ -187,6 +187,10 @@ def main() -> None:
     ap.add_argument("--sdpa", choices=("default", "no-cudnn"), default="default",
                     help="no-cudnn: both sides run with torch's flash / memory-efficient / math attention only "
                          "(torch's cuDNN attention builds a plan for every new shape: seconds per batch of new lengths)")
+    ap.add_argument("--warm-shapes", action="store_true",
+                    help="steady state: one untimed pass of plain generate over every batch first, so that neither "
+                         "side pays torch's first-time cost of a new attention shape (without it, generate runs each "
+                         "batch first and pays it, and analyze_many then runs warm)")
     ap.add_argument("--ray-workers", default="", help="the Ray row instead: worker counts, e.g. 1,2")
     ap.add_argument("--ray-prompts", type=int, default=256)
     ap.add_argument("--ray-batch-size", type=int, default=32)
@@ -238,6 +242,10 @@ def table(args: argparse.Namespace, model, tok, prompts: list[str], sizes: list[
     rows = []
     for bs in sizes:
         subset = prompts[: args.batch1_prompts] if bs == 1 else prompts
+        if args.warm_shapes:
+            f_s, f_tok = plain_generate(model, tok, subset, bs, args.new_tokens, device)
+            print(f"  batch {bs:>3}: untimed warm pass, plain generate on shapes it had not seen: {f_tok / f_s:9.1f} tok/s "
+                  f"({f_s:7.1f} s)", flush=True)
         g_s, g_tok = plain_generate(model, tok, subset, bs, args.new_tokens, device)
         a_s, a_tok = traced(model, tok, subset, bs, args.new_tokens, device, args.in_memory)
         rows.append((bs, len(subset), g_tok / g_s, a_tok / a_s, g_s, a_s))

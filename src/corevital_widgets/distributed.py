@@ -257,15 +257,17 @@ def ray_analyze_many(
         loggers["ray.data"].setLevel(logging.WARNING)  # keep warnings such as unschedulable workers
         loggers["ray.data._internal.progress"].setLevel(logging.ERROR)  # not "progress bars disabled"
         workers, gpus_each, cpus_each = _plan_resources(ray, n_blocks, num_workers, num_gpus_per_worker)
-        # similar lengths together (characters stand for tokens here): less padding in each batch
+        # similar lengths together (characters stand for tokens here): less padding in each batch;
+        # longest first, and one block per actor at a time: an actor that finishes takes the next
+        # block, so the run ends with short blocks on every actor, not a queue of long ones on one
         rows = [{"index": i, "prompt": prompts[i], "key": keys[i]}
-                for i in sorted(pending, key=lambda i: (len(prompts[i]), i))]
+                for i in sorted(pending, key=lambda i: (-len(prompts[i]), i))]
         ds = ray.data.from_items(rows, override_num_blocks=n_blocks).map_batches(
             _TraceWorker,
             fn_constructor_kwargs={"loader": loader, "out_dir": str(out.resolve()), "batch_size": batch_size,
                                    "analyze_kwargs": analyze_kwargs},
             batch_size=per_block, batch_format="pandas",
-            compute=ray.data.ActorPoolStrategy(size=workers),
+            compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
             num_gpus=gpus_each, num_cpus=cpus_each,
         )
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
