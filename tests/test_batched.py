@@ -316,3 +316,23 @@ def test_analyze_many_rejects_a_bad_batch_size(tok, gqa):
         with pytest.raises(ValueError, match="batch_size"):
             analyze_many(gqa, PROMPTS[:2], tok, progress=False, batch_size=bad)
     assert batch_module.analyze_many.__kwdefaults__["batch_size"] == 1
+
+
+def test_token_texts_are_cached_per_tokenizer_and_stay_exact(tok):
+    """Each token's text is decoded once per tokenizer (a dataset run decodes mostly ids it has
+    seen), and equals decoding the id alone; added tokens start a new cache."""
+    import copy
+
+    from corevital_widgets.engine.analyze import _decode_pieces
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, len(tok), (30, 20))
+    ids[:, 0] = tok.eos_token_id  # special tokens keep their text
+    want = list(tok.batch_decode(ids.reshape(-1, 1).tolist(), skip_special_tokens=False))
+    assert _decode_pieces(tok, ids) == want
+    assert _decode_pieces(tok, ids.reshape(-1)[::-1]) == want[::-1], "now from the cache"
+    grown = copy.deepcopy(tok)
+    _decode_pieces(grown, ids)
+    grown.add_tokens(["<corevital-new-token>"])
+    new_id = len(grown) - 1
+    assert _decode_pieces(grown, np.array([new_id, int(ids[0, 1])])) == ["<corevital-new-token>", want[1]]

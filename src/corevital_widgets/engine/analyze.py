@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -70,8 +71,33 @@ def _context_length(model: Any) -> int | None:
     return None
 
 
+#: Each token id's text, per tokenizer: decoding one id is a pure function of it, and a dataset
+#: run decodes every prompt's tokens and every step's top-k, mostly ids it has decoded before
+#: (the tokenizer's Python wrapper costs ~3 us per id). Keyed weakly by the tokenizer, with its
+#: vocabulary size (added tokens start a new cache); at most _PIECES_MAX ids each.
+_PIECES: "weakref.WeakKeyDictionary[Any, tuple[int, dict[int, str]]]" = weakref.WeakKeyDictionary()
+_PIECES_MAX = 1 << 20
+
+
+def _piece_cache(tokenizer: Any) -> dict[int, str]:
+    try:
+        size = len(tokenizer)
+        found = _PIECES.get(tokenizer)
+        if found is None or found[0] != size or len(found[1]) > _PIECES_MAX:
+            found = _PIECES[tokenizer] = (size, {})
+        return found[1]
+    except TypeError:  # a tokenizer that cannot be weakly referenced or hashed: no cache
+        return {}
+
+
 def _decode_pieces(tokenizer: Any, ids: np.ndarray) -> list[str]:
-    return list(tokenizer.batch_decode(ids.reshape(-1, 1).tolist(), skip_special_tokens=False))
+    """Each id's text, decoded alone (special tokens kept), in order."""
+    flat = ids.reshape(-1).tolist()
+    cache = _piece_cache(tokenizer)
+    missing = sorted(set(flat).difference(cache))
+    if missing:
+        cache.update(zip(missing, tokenizer.batch_decode([[i] for i in missing], skip_special_tokens=False)))
+    return [cache[i] for i in flat]
 
 
 def _library_versions() -> dict[str, str]:

@@ -529,12 +529,15 @@ def _text_config(model: Any) -> Any:
 
 
 def batch_bytes_estimate(model: Any, structure: ModelStructure, n_seqs: int, prompt_len: int, max_new_tokens: int,
-                         *, prompt_telemetry: bool = True, tile_bytes: int = DEFAULT_TILE_BYTES) -> int:
+                         *, prompt_telemetry: bool = True, tile_bytes: int = DEFAULT_TILE_BYTES,
+                         max_sparse_bytes: int = DEFAULT_MAX_SPARSE_BYTES) -> int:
     """Estimated peak memory of one batched run beyond the weights, bytes: the model's KV cache
     and prefill activations (and eager attention's [B, H, P, P] weights), plus the collector's
     own buffers: one step's score rows [B, L, H, S], the [B, V] logits with their float32
     log-softmax temporaries, the prefill's final states kept for prompt surprisal, and one
-    sequence's prompt-pass tile (sequences run one at a time)."""
+    layer's prompt pass: the tile / sparse buffer (``tile_bytes``, for the whole batch), the
+    per-row statistics [5, B, H, P] float32 and every sequence's compacted entries of the layer
+    (its share of ``max_sparse_bytes``, at 8 bytes an entry on the device)."""
     cfg = _text_config(model)
     elt = next(model.parameters()).element_size()
     hidden = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "d_model", 0) or 1)
@@ -553,7 +556,10 @@ def batch_bytes_estimate(model: Any, structure: ModelStructure, n_seqs: int, pro
     scores = n_seqs * structure.step.num_layers * heads * (total + 1) * 4
     logits = n_seqs * vocab * (elt + 12)
     final = n_seqs * prompt_len * hidden * elt if prompt_telemetry else 0
-    return int(kv + prefill + scores + logits + final + (tile_bytes if prompt_telemetry else 0))
+    prompt_layers = max(1, structure.prompt.num_layers)
+    prompt_pass = (tile_bytes + 5 * n_seqs * heads * prompt_len * 4
+                   + n_seqs * 2 * max_sparse_bytes // prompt_layers) if prompt_telemetry else 0
+    return int(kv + prefill + scores + logits + final + prompt_pass)
 
 
 def default_batch_bytes(device: torch.device) -> int:
@@ -678,7 +684,8 @@ def analyze_batch(model: Any, prompts: list[str], tokenizer: Any | None = None, 
         sizes = [len(g) for g in groups]
         need = batch_bytes_estimate(model, structure, len(order), max(encoded[i].numel() for i in order),
                                     int(max_new_tokens), prompt_telemetry=kw.get("prompt_telemetry", True),
-                                    tile_bytes=kw.get("attention_tile_bytes", DEFAULT_TILE_BYTES))
+                                    tile_bytes=kw.get("attention_tile_bytes", DEFAULT_TILE_BYTES),
+                                    max_sparse_bytes=kw.get("max_sparse_bytes", DEFAULT_MAX_SPARSE_BYTES))
         note = (f"a batch of {len(order)} prompts needs about {need / 2**20:.0f} MiB, over the budget of "
                 f"{budget / 2**20:.0f} MiB (batch_bytes): split into batches of {sizes}")
         warnings.warn(f"corevital: {note}", RuntimeWarning, stacklevel=2)
@@ -705,7 +712,8 @@ def _split(model: Any, structure: ModelStructure, lengths: list[int], max_new_to
         trial = current + [n]
         estimate = batch_bytes_estimate(model, structure, len(trial), max(trial), max_new_tokens,
                                         prompt_telemetry=kw.get("prompt_telemetry", True),
-                                        tile_bytes=kw.get("attention_tile_bytes", DEFAULT_TILE_BYTES))
+                                        tile_bytes=kw.get("attention_tile_bytes", DEFAULT_TILE_BYTES),
+                                        max_sparse_bytes=kw.get("max_sparse_bytes", DEFAULT_MAX_SPARSE_BYTES))
         if current and estimate > budget:
             groups.append(current)
             current = [n]
