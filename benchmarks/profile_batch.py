@@ -1,0 +1,201 @@
+"""Where a warm batch's time goes (through the device tool, one H200): ``analyze_batch`` of one
+batch of the ``bench_batch.py`` workload against plain batched ``generate`` of the same batch,
+both on shapes they have already run (the steady state of a dataset run).
+
+    python benchmarks/profile_batch.py                  # 8B-class random Llama, batch 32
+    python benchmarks/profile_batch.py --device cpu --layers 2 --hidden 64 --batch 4 --new-tokens 8   # smoke
+
+Prints:
+1. seconds per batch: plain generate; analyze_batch; analyze_batch without prompt telemetry;
+   and analyze_batch's phases, each boundary synchronised (so their sum exceeds the overlapped
+   run a little): the prefill forward with its hooks (the prompt pass), the decode steps,
+   ``finish_batch`` (last reductions, host copies, per-sequence assembly), the padding probe,
+   and building the Trace objects;
+2. for one more warm run of each side, from torch's profiler: kernels launched, host-blocking
+   calls (stream / device synchronisations), the GPU's busy time (summed kernel time) against
+   the wall time, and the operators that hold the CPU longest in analyze_batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import bench_batch as bb  # noqa: E402
+
+from corevital_widgets.engine import analyze as analyze_module  # noqa: E402
+from corevital_widgets.engine import batched  # noqa: E402
+
+SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device) -> float:
+    sync(device)
+    t = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t
+
+
+class Phases:
+    """Wall time of analyze_batch's phases: wraps the collector's step hooks and the functions
+    that run after generate, synchronising at each boundary."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.t = device, {}
+        self._marks: dict[str, float] = {}
+        self._saved: list[tuple[object, str, object]] = []
+
+    def _add(self, name: str, seconds: float) -> None:
+        self.t[name] = self.t.get(name, 0.0) + seconds
+
+    def _mark(self, name: str) -> None:
+        sync(self.device)
+        self._marks[name] = time.perf_counter()
+
+    def _wrap(self, owner: object, attr: str, name: str) -> None:
+        real = getattr(owner, attr)
+        phases = self
+
+        def wrapper(*args, **kwargs):
+            sync(phases.device)
+            t = time.perf_counter()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                sync(phases.device)
+                phases._add(name, time.perf_counter() - t)
+
+        self._saved.append((owner, attr, real))
+        setattr(owner, attr, wrapper)
+
+    def __enter__(self) -> "Phases":
+        collector = batched.BatchedCollector
+        pre, out, finish = collector._on_model_pre, collector._on_model_out, collector.finish_batch
+        phases = self
+
+        def on_pre(c, *a, **k):
+            if c.step == -1:  # the prefill forward begins
+                phases._mark("prefill")
+            return pre(c, *a, **k)
+
+        def on_out(c, *a, **k):
+            result = out(c, *a, **k)
+            if c.step == 0:
+                sync(phases.device)
+                phases._add("prompt pass (prefill forward + telemetry)", time.perf_counter() - phases._marks["prefill"])
+                phases._marks["decode"] = time.perf_counter()
+            return result
+
+        def on_finish(c, *a, **k):
+            sync(phases.device)
+            phases._add("decode steps", time.perf_counter() - phases._marks["decode"])
+            t = time.perf_counter()
+            try:
+                return finish(c, *a, **k)
+            finally:
+                sync(phases.device)
+                phases._add("finish_batch (reductions, host copies, assembly)", time.perf_counter() - t)
+
+        for attr, fn in (("_on_model_pre", on_pre), ("_on_model_out", on_out), ("finish_batch", on_finish)):
+            self._saved.append((collector, attr, getattr(collector, attr)))
+            setattr(collector, attr, fn)
+        self._wrap(batched, "_check_probe", "padding probe (two single-prompt forwards)")
+        self._wrap(analyze_module, "_build_trace", "building the Trace objects")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for owner, attr, real in reversed(self._saved):
+            setattr(owner, attr, real)
+
+
+def profiled(fn, device: torch.device, rows: int, label: str) -> None:
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sync(device)
+    t = time.perf_counter()
+    with profile(activities=acts) as prof:
+        fn()
+        sync(device)
+    wall = time.perf_counter() - t
+    events = prof.key_averages()
+    kernels = sum(e.count for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+    busy = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA) / 1e6
+    syncs = sum(e.count for e in events if e.key in SYNC_CALLS)
+    copies = sum(e.count for e in events if e.key.startswith("cudaMemcpy"))
+    print(f"{label}: wall {wall:.2f} s (profiled), kernels {kernels:,}, GPU busy {busy:.2f} s "
+          f"({busy / wall:.0%}), synchronisations {syncs:,}, cudaMemcpy calls {copies:,}")
+    if rows:
+        print(events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--layers", type=int, default=32)
+    ap.add_argument("--hidden", type=int, default=4096)
+    ap.add_argument("--vocab", type=int, default=128256)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--first", type=int, default=4, help="which batch of the sorted 512 prompts (0 = shortest)")
+    ap.add_argument("--min-len", type=int, default=200)
+    ap.add_argument("--max-len", type=int, default=800)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--sdpa", choices=("default", "no-cudnn"), default="default")
+    ap.add_argument("--rows", type=int, default=20, help="operators listed (0: none)")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model_args = argparse.Namespace(layers=args.layers, hidden=args.hidden, heads=0, kv_heads=0, intermediate=0,
+                                    max_len=args.max_len, new_tokens=args.new_tokens)
+    model = bb.build_model(model_args, args.vocab, device, dtype)
+    tok = bb.word_tokenizer(args.vocab)
+    prompts = sorted(bb.make_prompts(512, args.min_len, args.max_len, args.vocab), key=lambda p: len(p.split()))
+    batch = prompts[args.first * args.batch : (args.first + 1) * args.batch]
+    lengths = [len(p.split()) for p in batch]
+    n = args.new_tokens
+    kw = dict(max_new_tokens=n, min_new_tokens=n)
+    enc = tok(batch, return_tensors="pt", padding=True).to(device)
+
+    def generate():
+        with torch.inference_mode():
+            model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+
+    def analyze(**extra):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            batched.analyze_batch(model, batch, tok, **kw, **extra)
+
+    print(f"batch of {len(batch)} prompts of {min(lengths)}-{max(lengths)} tokens, {n} new tokens, {dtype}, {device}, "
+          f"SDPA backends: {args.sdpa}")
+    with bb.sdpa_backends(args.sdpa):
+        for _ in range(2):  # every shape of both sides seen, kernels compiled
+            generate()
+            analyze()
+            analyze(prompt_telemetry=False)
+        g, a, a_np = timed(generate, device), timed(analyze, device), timed(lambda: analyze(prompt_telemetry=False), device)
+        print(f"plain generate {g:.2f} s | analyze_batch {a:.2f} s ({g / a:.2f}x generate) | "
+              f"without prompt telemetry {a_np:.2f} s")
+        with Phases(device) as phases:
+            total = timed(analyze, device)
+        print(f"analyze_batch phases (synchronised at each boundary; total {total:.2f} s):")
+        for name, seconds in phases.t.items():
+            print(f"  {seconds:7.3f} s  {name}")
+        print(f"  {total - sum(phases.t.values()):7.3f} s  the rest (set-up, padding, generate's own overhead)")
+        profiled(generate, device, 0, "plain generate")
+        profiled(analyze, device, args.rows, "analyze_batch")
+
+
+if __name__ == "__main__":
+    main()
