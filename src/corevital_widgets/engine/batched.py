@@ -68,7 +68,7 @@ from .model_state import preserved_model_state
 from .prompt_attention import DEFAULT_TILE_BYTES, PromptAccumulator, cpu_prompt_layer, cpu_prompt_supported
 from .step_chunks import StepChunks
 from .structure import ModelStructure, Stack, execution_device, inspect_model
-from .triton_prompt import fused_prompt_batch, fused_prompt_supported
+from .triton_prompt import FusedBatch, fused_prompt_batch, fused_prompt_supported
 
 #: Default memory budget of one batch on the CPU, bytes (on CUDA: 80% of the free memory).
 DEFAULT_CPU_BATCH_BYTES = 4 * 2**30
@@ -381,20 +381,54 @@ class BatchedCollector(Collector):
         sp = acc.sparse()
         counts, keys, weights = sp.counts.to(torch.int32), sp.keys.to(torch.int32), sp.weights.to(torch.float16)
         if not seq.sparse and not seq.cap:
-            seq.cap = self._cap_for(stack, counts, keys.numel())
+            seq.cap = self._cap_for(stack, counts.numel(), keys.numel())
         if seq.cap and acc.cap != seq.cap:
             counts, keys, weights = metrics.cap_rows(counts, keys, weights, seq.cap)
         seq.sparse[layer] = (self._to_host(counts), self._to_host(keys), self._to_host(weights))
         if self.on_prompt_layer is not None and i == self.batch - 1:
             self.on_prompt_layer(len(seq.heads), sum(a is not None for a in stack.attention))
 
-    def _cap_for(self, stack: Stack, counts: torch.Tensor, n_entries: int) -> int:
-        """A sequence's cap from its first layer, as :meth:`.collector.Collector._choose_cap` alone."""
+    def prompt_done_batch(self, entry: tuple[Stack, int], fused: FusedBatch, cap: int) -> None:
+        """Every sequence's layer statistics and sparse profile from one batched kernel call
+        (:func:`.triton_prompt.fused_prompt_batch`, run with ``cap``): the head statistics of all
+        sequences in one set of ops, and one host copy per array for the whole batch (each
+        sequence keeps views of it). As :meth:`prompt_done` per sequence otherwise: a sequence
+        whose own cap differs from ``cap`` has its rows capped on the device, alone."""
+        stack, layer = entry
+        device = fused.stats.device
+        rows = torch.tensor(fused.rows).to(device, non_blocking=True)
+        valid = (torch.arange(fused.stats.shape[-1], device=device) < rows[:, None])[:, None, :]  # [B, 1, P]
+        sums = torch.where(valid, fused.stats[:4], 0.0).sum(-1)  # [4, B, H]: rows past a sequence's are not rows
+        other = torch.where(valid, 1.0 - fused.stats[3], 0.0).sum(-1)  # [B, H]
+        heads = metrics.prompt_head_stats(torch.cat([sums, other[None]]), rows[:, None].to(sums.dtype))  # [4, B, H]
+        heads_host = self._to_host(heads.transpose(0, 1).contiguous())  # [B, 4, H]
+        counts_host = self._to_host(fused.counts)
+        keys_host = self._to_host(fused.keys)
+        weights16 = fused.weights.to(torch.float16)
+        weights_host = self._to_host(weights16)
+        offsets = fused.offsets()
+        n_heads = fused.counts.shape[1]
+        for b, seq in enumerate(self.seqs):  # per sequence: views of the batch's host copies (a loop over sequences)
+            seq.heads[layer] = heads_host[b]
+            p, lo, hi = fused.rows[b], offsets[b], offsets[b + 1]
+            if not seq.sparse and not seq.cap:
+                seq.cap = self._cap_for(stack, n_heads * p, hi - lo)
+            if seq.cap and cap != seq.cap:  # computed before this sequence's cap was chosen, or another cap
+                capped = metrics.cap_rows(fused.counts[b, :, :p], fused.keys[lo:hi], weights16[lo:hi], seq.cap)
+                seq.sparse[layer] = tuple(self._to_host(t) for t in capped)  # type: ignore[assignment]
+            else:
+                seq.sparse[layer] = (counts_host[b, :, :p], keys_host[lo:hi], weights_host[lo:hi])
+        if self.on_prompt_layer is not None:
+            self.on_prompt_layer(len(self.seqs[-1].heads), sum(a is not None for a in stack.attention))
+
+    def _cap_for(self, stack: Stack, n_rows: int, n_entries: int) -> int:
+        """A sequence's cap from its first layer (``n_rows`` = heads x query rows), as
+        :meth:`.collector.Collector._choose_cap` alone."""
         n_layers = stack.num_layers
         estimate = n_entries * n_layers * 4
         if estimate <= self.max_sparse_bytes:
             return 0
-        cap = max(1, int(self.max_sparse_bytes // (4 * counts.numel() * n_layers)))
+        cap = max(1, int(self.max_sparse_bytes // (4 * n_rows * n_layers)))
         warnings.warn(
             f"the sparse prompt attention at threshold {self.threshold} would take about {estimate / 2**20:.0f} MiB "
             f"({n_entries * n_layers:,} entries), over max_sparse_bytes={self.max_sparse_bytes / 2**20:.0f} MiB; "
@@ -499,11 +533,7 @@ def _fused_prompt_pass(collector: BatchedCollector, entry: tuple[Stack, int], mo
                                                      collector.tile_bytes))
     if found is None:
         return False
-    for i, (stats, counts, keys, weights) in enumerate(found):
-        n = spans[i][2]
-        acc = PromptAccumulator(query.shape[1], n, n, collector.threshold, cap, query.device)
-        acc.add_fused(stats, counts, keys, weights)
-        collector.prompt_done(i, entry, acc)
+    collector.prompt_done_batch(entry, found, cap)
     return True
 
 

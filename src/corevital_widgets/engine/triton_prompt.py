@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -232,19 +233,44 @@ def fused_prompt_layer(query: torch.Tensor, key: torch.Tensor, scaling: float | 
     The kernels run on the tensors' own device and its current stream (a model split over
     several GPUs has layers on each; Triton launches on the *current* device otherwise)."""
     return fused_prompt_batch(query, key, [(0, 0, query.shape[-2], key.shape[-2])], scaling, causal, threshold, cap,
-                              buffer_bytes)[0]
+                              buffer_bytes).sequence(0)
+
+
+@dataclass
+class FusedBatch:
+    """One layer's prompt pass for the B sequences of a batch (:func:`fused_prompt_batch`)."""
+
+    stats: torch.Tensor  # [5, B, H, P] float32 row statistics; rows past a sequence's P_b unspecified
+    counts: torch.Tensor  # [B, H, P] int32 entries per row; 0 past a sequence's rows
+    keys: torch.Tensor  # [N] int32, (sequence, head, row, key) order; key indices from the span's start
+    weights: torch.Tensor  # [N] float32
+    rows: list[int]  # P_b, query rows per sequence
+    entries: list[int]  # N_b, entries per sequence (on the host)
+
+    def offsets(self) -> list[int]:
+        """Where each sequence's entries start in ``keys`` / ``weights`` (and the end)."""
+        out = [0]
+        for n in self.entries:
+            out.append(out[-1] + n)
+        return out
+
+    def sequence(self, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sequence ``b``'s (stats [5, H, P_b], counts [H, P_b], keys, weights), as
+        :func:`fused_prompt_layer` returns them for its span alone."""
+        lo, hi = self.offsets()[b : b + 2]
+        p = self.rows[b]
+        return self.stats[:, b, :, :p], self.counts[b, :, :p], self.keys[lo:hi], self.weights[lo:hi]
 
 
 def fused_prompt_batch(query: torch.Tensor, key: torch.Tensor, spans: list[tuple[int, int, int, int]],
                        scaling: float | None, causal: bool, threshold: float, cap: int,
-                       buffer_bytes: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+                       buffer_bytes: int) -> FusedBatch:
     """:func:`fused_prompt_layer` for the B sequences of a padded batch in one launch per kernel:
     query [B, H, Wq, d], key [B, Hkv, Wk, d], and per sequence b ``spans[b]`` = (first query row,
     first key, query rows P_b, keys K_b): its queries are ``query[b, :, q0 : q0 + P_b]``, the last
     P_b of its keys ``key[b, :, k0 : k0 + K_b]`` (key indices count from k0; nothing outside the
-    span is read, so padding is neither a key nor a row). Returns one (stats [5, H, P_b],
-    counts [H, P_b], keys, weights) per sequence, as :func:`fused_prompt_layer` gives for the
-    sequence's slices alone. ``buffer_bytes`` bounds the sparse buffer of one launch (all
+    span is read, so padding is neither a key nor a row). Returns a :class:`FusedBatch`:
+    ``.sequence(b)`` is what :func:`fused_prompt_layer` gives for sequence b's slices alone. ``buffer_bytes`` bounds the sparse buffer of one launch (all
     sequences' rows together). Two host syncs per chunk of rows at most (the compaction, and the
     per-sequence entry counts), not per sequence."""
     with torch.cuda.device(query.device):
@@ -253,7 +279,7 @@ def fused_prompt_batch(query: torch.Tensor, key: torch.Tensor, spans: list[tuple
 
 def _fused_prompt_batch(query: torch.Tensor, key: torch.Tensor, spans: list[tuple[int, int, int, int]],
                         scaling: float | None, causal: bool, threshold: float, cap: int,
-                        buffer_bytes: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+                        buffer_bytes: int) -> FusedBatch:
     n_seqs, n_heads, _, head_dim = query.shape
     device = query.device
     if scaling is None:
@@ -306,8 +332,4 @@ def _fused_prompt_batch(query: torch.Tensor, key: torch.Tensor, spans: list[tupl
         order = torch.sort(per_entry, stable=True).indices
         keys_flat, weights = keys_flat[order], weights[order]
     per_seq = counts.sum((1, 2)).tolist() if n_seqs > 1 else [keys_flat.numel()]  # a host sync (B > 1)
-    out = []
-    for b, (k_part, w_part) in enumerate(zip(torch.split(keys_flat, per_seq), torch.split(weights, per_seq))):
-        p = spans[b][2]
-        out.append((stats[:, b, :, :p], counts[b, :, :p], k_part, w_part))
-    return out
+    return FusedBatch(stats, counts, keys_flat, weights, [p for _, _, p, _ in spans], per_seq)
