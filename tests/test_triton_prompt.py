@@ -99,12 +99,13 @@ def test_batch_kernels_equal_each_sequence_alone(dtype, causal, cap, buffer_byte
     k = torch.randn(len(lengths), width, kv_heads, dim, device="cuda", generator=g).to(dtype).transpose(1, 2)
     spans = [(width - n, width - n, n, n) for n in lengths]
     got = triton_prompt.fused_prompt_batch(q, k, spans, dim ** -0.5, causal, 0.01, cap, buffer_bytes)
-    assert len(got) == len(lengths)
+    assert got.rows == lengths and sum(got.entries) == got.keys.numel() == got.weights.numel()
+    assert int(got.counts.sum()) == got.keys.numel(), "rows past a sequence's hold no entries"
     for b, n in enumerate(lengths):
         alone = triton_prompt.fused_prompt_layer(q[b : b + 1, :, width - n :].contiguous(),
                                                  k[b : b + 1, :, width - n :].contiguous(), dim ** -0.5, causal, 0.01,
                                                  cap, buffer_bytes)
-        stats, counts, keys, weights = got[b]
+        stats, counts, keys, weights = got.sequence(b)
         assert stats.shape == (5, heads, n) and counts.shape == (heads, n)
         torch.testing.assert_close(stats, alone[0], atol=1e-6, rtol=1e-6)
         assert torch.equal(counts, alone[1]), f"sequence {b}: entries per row"
