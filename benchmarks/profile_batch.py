@@ -9,8 +9,9 @@ Prints:
 1. seconds per batch: plain generate; analyze_batch; analyze_batch without prompt telemetry;
    and analyze_batch's phases, each boundary synchronised (so their sum exceeds the overlapped
    run a little): the prefill forward with its hooks (the prompt pass), the decode steps,
-   ``finish_batch`` (last reductions, host copies, per-sequence assembly), the padding probe,
-   and building the Trace objects;
+   ``finish_batch`` (last reductions, host copies), the padding probe, assembling each
+   sequence's arrays and building its Trace (both on a builder thread in analyze_many,
+   overlapped with the next batch);
 2. for one more warm run of each side, from torch's profiler: kernels launched, host-blocking
    calls (stream / device synchronisations), the GPU's busy time (summed kernel time) against
    the wall time, and the operators that hold the CPU longest in analyze_batch.
@@ -108,12 +109,13 @@ class Phases:
                 return finish(c, *a, **k)
             finally:
                 sync(phases.device)
-                phases._add("finish_batch (reductions, host copies, assembly)", time.perf_counter() - t)
+                phases._add("finish_batch (last reductions, host copies)", time.perf_counter() - t)
 
         for attr, fn in (("_on_model_pre", on_pre), ("_on_model_out", on_out), ("finish_batch", on_finish)):
             self._saved.append((collector, attr, getattr(collector, attr)))
             setattr(collector, attr, fn)
         self._wrap(batched, "_check_probe", "padding probe (two single-prompt forwards)")
+        self._wrap(batched.BatchedCollector, "assemble", "assembling each sequence's arrays")
         self._wrap(analyze_module, "_build_trace", "building the Trace objects")
         return self
 

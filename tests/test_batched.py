@@ -290,13 +290,13 @@ def test_analyze_many_batched_writes_the_same_files_and_resumes(tok, gqa, tmp_pa
     for path in lost:
         path.unlink()
     traced: list[str] = []
-    real = batched.analyze_batch
+    real = batched.pending_batch
 
     def spy(model, batch_prompts, *args, **kwargs):
         traced.extend(batch_prompts)
         return real(model, batch_prompts, *args, **kwargs)
 
-    monkeypatch.setattr(batched, "analyze_batch", spy)
+    monkeypatch.setattr(batched, "pending_batch", spy)
     again = analyze_many(gqa, prompts, tok, out_dir=tmp_path / "four", progress=False, batch_size=4, **kw)
     assert sorted(traced) == sorted([prompts[1], prompts[5]])
     assert all(p.is_file() for p in lost)

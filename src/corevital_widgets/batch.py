@@ -273,40 +273,51 @@ def _trace_batched(model: Any, tokenizer: Any, prompts: list[str], keys: list[st
                    summaries: list[dict[str, Any] | None], out: Path | None, batch_size: int,
                    analyze_kwargs: dict[str, Any], save_manifest: Any, bar: Any) -> dict[int, "Trace"]:
     """analyze_many's batched loop: the prompts still to trace, shortest first, ``batch_size`` per
-    ``analyze_batch`` call; a batch's traces are saved while the next batch runs. Returns the
-    traces by prompt index when there is no ``out``."""
-    from concurrent.futures import ThreadPoolExecutor
+    generate call. A batch's device work runs on this thread; its traces are then built from host
+    memory on a builder thread (numpy copies, mostly free of the GIL) and saved on saver threads
+    (zstd releases the GIL) while the next batch generates. At most one batch is being built and
+    saved while the next runs; its manifest entries are written once its files are on disk (a
+    crash before that re-traces them: resuming trusts files, not the manifest). Returns the traces
+    by prompt index when there is no ``out``."""
+    from concurrent.futures import Future, ThreadPoolExecutor
 
-    from .engine.batched import analyze_batch
+    from .engine.batched import pending_batch
 
     todo = [i for i, s in enumerate(summaries) if s is None]
     length = {i: len(tokenizer(prompts[i])["input_ids"]) for i in todo}
     todo.sort(key=lambda i: (length[i], i))
     kept: dict[int, "Trace"] = {}
-    # a batch's files are compressed and written on saver threads while the next batch runs
-    # (zstd releases the GIL); one batch of saves in flight at most, the manifest written once
-    # they are on disk (a crash before that re-traces them: resuming trusts files, not the manifest)
     savers = max(1, min(SAVER_THREADS, os.cpu_count() or 1, batch_size))
-    with ThreadPoolExecutor(savers, thread_name_prefix="corevital-save") as saver:
-        in_flight: list[Any] = []
-        for b0 in range(0, len(todo), batch_size):
-            members = todo[b0 : b0 + batch_size]
-            traces = analyze_batch(model, [prompts[i] for i in members], tokenizer, **analyze_kwargs)
-            for f in in_flight:
-                f.result()
-            if in_flight:
-                save_manifest()
-            in_flight = []
-            for i, trace in zip(members, traces):
-                summaries[i] = trace_summary_row(trace)
-                if out is not None:
-                    in_flight.append(saver.submit(trace.save, out / f"{keys[i]}{TRACE_SUFFIX}", ZSTD_LEVEL_DATASET))
+    # the saver pool is left last: the builder thread hands it the files it makes
+    with ThreadPoolExecutor(savers, thread_name_prefix="corevital-save") as saver, \
+            ThreadPoolExecutor(1, thread_name_prefix="corevital-build") as builder:
+
+        def finish(i: int, make: Any) -> tuple["Trace", dict[str, Any], Future | None]:
+            trace = make()
+            summary = trace_summary_row(trace)
+            saved = saver.submit(trace.save, out / f"{keys[i]}{TRACE_SUFFIX}", ZSTD_LEVEL_DATASET) if out else None
+            return trace, summary, saved
+
+        def collect(members: list[int], built: list[Future]) -> None:
+            for i, future in zip(members, built):
+                trace, summary, saved = future.result()
+                if saved is not None:
+                    saved.result()
                 else:
                     kept[i] = trace
+                summaries[i] = summary
+            save_manifest()
             bar.update(len(members))
-        for f in in_flight:
-            f.result()
-    save_manifest()
+
+        in_flight: tuple[list[int], list[Future]] | None = None
+        for b0 in range(0, len(todo), batch_size):
+            members = todo[b0 : b0 + batch_size]
+            makers = pending_batch(model, [prompts[i] for i in members], tokenizer, **analyze_kwargs)
+            if in_flight is not None:
+                collect(*in_flight)
+            in_flight = (members, [builder.submit(finish, i, make) for i, make in zip(members, makers)])
+        if in_flight is not None:
+            collect(*in_flight)
     return kept
 
 

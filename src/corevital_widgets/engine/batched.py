@@ -42,10 +42,11 @@ error splits the batch in two and retries.
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -254,6 +255,7 @@ class BatchedCollector(Collector):
         ids = self.prompt_ids.reshape(-1).to(head_device)[self._prompt_final_rows.to(head_device) + 1]
         bits = metrics.prompt_surprisal_bits(h[:n_rows].to(head_device), found[1], ids,
                                              linear=plain_linear(found[0], self.structure.lm_head))
+        bits = self._to_host(bits)  # one copy for the batch (waited for in finish_batch)
         for seq, part in zip(self.seqs, torch.split(bits, [seq.n - 1 for seq in self.seqs])):
             seq.surprisal = part
 
@@ -438,23 +440,26 @@ class BatchedCollector(Collector):
         return cap
 
     # ------------------------------------------------------------------- finish
-    def finish_batch(self, lengths: list[int]) -> list[CollectedArrays]:
-        """Every sequence's arrays, its T_i = ``lengths[i]`` steps only (one host copy per buffer)."""
+    def finish_batch(self, lengths: list[int]) -> None:
+        """The device part of the end of a batch: the last chunk's reductions, one host copy per
+        step buffer, the prompt pass's host copies waited for. Each sequence's arrays are then
+        :meth:`assemble`'d from host memory alone (any thread)."""
         self.chunks.reduce(self._tokens_known)
         self._check_recorded()
         if self.prompt_telemetry and self.seqs[0].heads:
             self._check_prompt_layers()
         n_steps = max(lengths) if lengths else 0
-        out = {name: buf[:n_steps].cpu().numpy() for name, buf in self.chunks.out.items()}  # [T, B, ...]
+        self._host_out = {name: buf[:n_steps].cpu().numpy() for name, buf in self.chunks.out.items()}  # [T, B, ...]
         self._sync_host_copies()
-        lt = {layer: t for layer, t in self._layer_transformation.items()}  # [B, P] host tensors
-        result = []
-        for i, (seq, n) in enumerate(zip(self.seqs, lengths)):
-            mine = {name: np.ascontiguousarray(a[:n, i]) for name, a in out.items()}
-            seq_lt = {layer: t[i, seq.start : seq.end] for layer, t in lt.items()}
-            psurp = None if seq.surprisal is None else seq.surprisal.cpu().numpy()
-            result.append(self._assemble(mine, seq.heads, seq_lt, seq.sparse, psurp))
-        return result
+        self._lengths = list(lengths)
+
+    def assemble(self, i: int) -> CollectedArrays:
+        """Sequence ``i``'s arrays, its T_i steps only, from host memory (after :meth:`finish_batch`)."""
+        seq, n = self.seqs[i], self._lengths[i]
+        mine = {name: np.ascontiguousarray(a[:n, i]) for name, a in self._host_out.items()}
+        seq_lt = {layer: t[i, seq.start : seq.end] for layer, t in self._layer_transformation.items()}  # [B, P] host
+        psurp = None if seq.surprisal is None else seq.surprisal.cpu().numpy()
+        return self._assemble(mine, seq.heads, seq_lt, seq.sparse, psurp)
 
 
 def _step_rows(module: nn.Module, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
@@ -653,6 +658,10 @@ def _alone(model: Any, prompts: list[str], tokenizer: Any, kwargs: dict[str, Any
     return traces
 
 
+#: Makes one sequence's Trace from host memory (after its batch's device work is done).
+PendingTrace = Callable[[], Trace]
+
+
 def analyze_batch(model: Any, prompts: list[str], tokenizer: Any | None = None, *, batch_bytes: int | None = None,
                   **analyze_kwargs: Any) -> list[Trace]:
     """Trace ``prompts`` in one ``generate`` call (left padding; right padding of the encoder
@@ -664,6 +673,14 @@ def analyze_batch(model: Any, prompts: list[str], tokenizer: Any | None = None, 
     cannot be batched exactly is traced one prompt at a time, with a warning and
     ``trace.meta["batch"]["note"]`` saying why (see the module docstring).
     """
+    return [make() for make in pending_batch(model, prompts, tokenizer, batch_bytes=batch_bytes, **analyze_kwargs)]
+
+
+def pending_batch(model: Any, prompts: list[str], tokenizer: Any | None = None, *, batch_bytes: int | None = None,
+                  **analyze_kwargs: Any) -> list[PendingTrace]:
+    """:func:`analyze_batch`'s device work: every generate call of the batch runs here, and what
+    is left is one builder per prompt, in order, that makes its Trace from host memory (on any
+    thread: ``analyze_many`` builds a batch's traces while the next batch generates)."""
     from .analyze import _check_inputs, _context_length
     from .loading import resolve_model, resolve_tokenizer
 
@@ -679,14 +696,14 @@ def analyze_batch(model: Any, prompts: list[str], tokenizer: Any | None = None, 
     for prompt in prompts:
         _check_inputs(prompt, max_new_tokens, kw.get("attention_threshold", 0.01), kw.get("top_k", 10), generate_kwargs)
     if len(prompts) == 1:
-        return [_analyze_one(model, prompts[0], tokenizer, kw)]
+        return [_ready(_analyze_one(model, prompts[0], tokenizer, kw))]
     structure = inspect_model(model)
     routes = adapters.plan_attention(model, structure)
     why = _obstacle(model, structure, routes, kw)
     if why is not None:
         warnings.warn(f"corevital: {len(prompts)} prompts traced one at a time, not batched: {why}", RuntimeWarning,
                       stacklevel=2)
-        return _alone(model, prompts, tokenizer, kw, why)
+        return [_ready(t) for t in _alone(model, prompts, tokenizer, kw, why)]
     encoded = [tokenizer(p, return_tensors="pt")["input_ids"][0] for p in prompts]
     context = _context_length(model)
     for ids in encoded:
@@ -700,10 +717,10 @@ def analyze_batch(model: Any, prompts: list[str], tokenizer: Any | None = None, 
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     device = execution_device(embeddings if embeddings is not None else model)
     budget = int(batch_bytes) if batch_bytes is not None else default_batch_bytes(device)
-    traces: list[Trace | None] = [None] * len(prompts)
+    traces: list[PendingTrace | None] = [None] * len(prompts)
     for i, ids in enumerate(encoded):
         if ids.numel() == 1:  # alone its forward has no prompt pass (one row): the same by construction
-            traces[i] = _analyze_one(model, prompts[i], tokenizer, kw)
+            traces[i] = _ready(_analyze_one(model, prompts[i], tokenizer, kw))
     # shortest first: little padding
     order = sorted((i for i in range(len(prompts)) if traces[i] is None), key=lambda i: (encoded[i].numel(), i))
     if not order:
@@ -723,12 +740,9 @@ def analyze_batch(model: Any, prompts: list[str], tokenizer: Any | None = None, 
     for group in groups:
         members = order[start : start + len(group)]
         start += len(group)
-        for i, trace in zip(members, _run_or_split(model, structure, routes, tokenizer, [prompts[i] for i in members],
-                                                   [encoded[i] for i in members], kw, device)):
-            if note is not None:
-                meta = trace.meta.setdefault("batch", {})
-                meta["note"] = f"{meta['note']}; {note}" if meta.get("note") else note
-            traces[i] = trace
+        for i, make in zip(members, _run_or_split(model, structure, routes, tokenizer, [prompts[i] for i in members],
+                                                  [encoded[i] for i in members], kw, device)):
+            traces[i] = make if note is None else _noted(make, note)
     return traces  # type: ignore[return-value]
 
 
@@ -769,11 +783,27 @@ def _analyze_one(model: Any, prompt: str, tokenizer: Any, kw: dict[str, Any]) ->
     return trace
 
 
+def _ready(trace: Trace) -> PendingTrace:
+    """A Trace already made, as a builder."""
+    return lambda: trace
+
+
+def _noted(make: PendingTrace, note: str) -> PendingTrace:
+    """``make`` with ``note`` appended to its trace's ``meta["batch"]["note"]``."""
+    def build() -> Trace:
+        trace = make()
+        meta = trace.meta.setdefault("batch", {})
+        meta["note"] = f"{meta['note']}; {note}" if meta.get("note") else note
+        return trace
+
+    return build
+
+
 def _run_or_split(model: Any, structure: ModelStructure, routes: dict[int, str], tokenizer: Any, prompts: list[str],
-                  encoded: list[torch.Tensor], kw: dict[str, Any], device: torch.device) -> list[Trace]:
+                  encoded: list[torch.Tensor], kw: dict[str, Any], device: torch.device) -> list[PendingTrace]:
     """One batch; out of memory: two halves; not exact in a batch: one prompt at a time."""
     if len(prompts) == 1:
-        return [_analyze_one(model, prompts[0], tokenizer, kw)]
+        return [_ready(_analyze_one(model, prompts[0], tokenizer, kw))]
     try:
         return _run_batch(model, structure, routes, tokenizer, prompts, encoded, kw, device)
     except BatchUnsupported as exc:
@@ -788,21 +818,18 @@ def _run_or_split(model: Any, structure: ModelStructure, routes: dict[int, str],
         half = len(prompts) // 2
         warnings.warn(f"corevital: a batch of {len(prompts)} prompts ran out of memory; splitting it into "
                       f"{half} + {len(prompts) - half}", RuntimeWarning, stacklevel=3)
-        traces = []
-        for part in (slice(0, half), slice(half, None)):
-            for t in _run_or_split(model, structure, routes, tokenizer, prompts[part], encoded[part], kw, device):
-                meta = t.meta.setdefault("batch", {})
-                split = f"split after running out of memory in a batch of {len(prompts)}"
-                meta["note"] = f"{meta['note']}; {split}" if meta.get("note") else split
-                traces.append(t)
-        return traces
+        split = f"split after running out of memory in a batch of {len(prompts)}"
+        return [_noted(make, split) for part in (slice(0, half), slice(half, None))
+                for make in _run_or_split(model, structure, routes, tokenizer, prompts[part], encoded[part], kw, device)]
     warnings.warn(f"corevital: {len(prompts)} prompts traced one at a time, not batched: {why}", RuntimeWarning,
                   stacklevel=3)
-    return _alone(model, prompts, tokenizer, kw, why)
+    return [_ready(t) for t in _alone(model, prompts, tokenizer, kw, why)]
 
 
 def _run_batch(model: Any, structure: ModelStructure, routes: dict[int, str], tokenizer: Any, prompts: list[str],
-               encoded: list[torch.Tensor], kw: dict[str, Any], device: torch.device) -> list[Trace]:
+               encoded: list[torch.Tensor], kw: dict[str, Any], device: torch.device) -> list[PendingTrace]:
+    """One batch through generate (the device work, on this thread); returns a builder per
+    sequence that makes its Trace from host memory alone."""
     from .analyze import _build_trace, _implementation, _lens_scale
 
     t_start = time.perf_counter()
@@ -855,7 +882,7 @@ def _run_batch(model: Any, structure: ModelStructure, routes: dict[int, str], to
                 collector.record_token(n_steps - 1, generated[:, -1])
             gen_host = generated.cpu().numpy()
             lengths = _lengths(gen_host, _eos_ids(model, generate_kwargs))
-            arrays = collector.finish_batch(lengths)
+            collector.finish_batch(lengths)
         probe = None
         if collector.first_logits is not None:
             pair = (collector.probe, collector.anchor)
@@ -863,23 +890,26 @@ def _run_batch(model: Any, structure: ModelStructure, routes: dict[int, str], to
                                  [collector.first_logits, collector.anchor_logits], device)
     t_done = time.perf_counter()
     simple = {k: v for k, v in generate_kwargs.items() if isinstance(v, (int, float, str, bool))}
-    traces = []
-    for i, (ids, a) in enumerate(zip(encoded, arrays)):
+
+    def build(i: int) -> Trace:
+        """Sequence i's Trace, from host memory only (any thread)."""
+        t_build = time.perf_counter()
         params = {"max_new_tokens": max_new_tokens, "do_sample": False, "seed": seed,  # as analyze() records them
                   "prompt_telemetry": prompt_telemetry, "attention_threshold": threshold,
                   "attention_cap": int(collector.seqs[i].cap), "top_k": top_k, "logit_lens": logit_lens,
                   "attention_weight_bits": int(kw.get("attention_weight_bits", 10)), **simple}
-        trace = _build_trace(model, structure, tokenizer, ids.numpy(), gen_host[i, : lengths[i]], a, thresholds,
-                             params=params, device=str(device))
+        trace = _build_trace(model, structure, tokenizer, encoded[i].numpy(), gen_host[i, : lengths[i]],
+                             collector.assemble(i), thresholds, params=params, device=str(device))
         if collector.notes:
             trace.meta["notes"] = dict(collector.notes)
         trace.meta["timings"] = {"setup_s": t_gen - t_start, "generate_s": t_done - t_gen,
-                                 "build_s": time.perf_counter() - t_done}
+                                 "build_s": time.perf_counter() - t_build}
         trace.meta["batch"] = {"size": n, "padding": "right (encoder input)" if enc_dec else "left"}
         if probe is not None:  # the padding probe's relative logit differences (see _check_probe)
             trace.meta["batch"]["probe"] = probe
-        traces.append(trace)
-    return traces
+        return trace
+
+    return [functools.partial(build, i) for i in range(n)]
 
 
 #: The probe may differ from its prompt alone by at most this many times the unpadded anchor's
@@ -939,4 +969,5 @@ def _lengths(generated: np.ndarray, eos: set[int]) -> list[int]:
     return [int(x) for x in first]
 
 
-__all__ = ["analyze_batch", "batch_bytes_estimate", "default_batch_bytes", "BatchUnsupported", "BatchedCollector"]
+__all__ = ["analyze_batch", "pending_batch", "PendingTrace", "batch_bytes_estimate", "default_batch_bytes",
+           "BatchUnsupported", "BatchedCollector"]
