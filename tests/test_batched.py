@@ -284,6 +284,9 @@ def test_analyze_many_batched_writes_the_same_files_and_resumes(tok, gqa, tmp_pa
     for a, b, prompt in zip(one, four, prompts):
         assert_same_trace(a, b, prompt)
     assert one.to_pandas()["text"].tolist() == four.to_pandas()["text"].tolist()
+    model_keys = ("attention_implementation", "model_fingerprint", "model_name", "dtype", "devices")
+    for a, b in zip(one, four):  # read once per batch, with the model restored (builds overlap the next batch)
+        assert {k: a.meta[k] for k in model_keys} == {k: b.meta[k] for k in model_keys}
 
     # resume: two traces lost; a re-run traces exactly those two, in one batch
     lost = [four.paths[1], four.paths[5]]

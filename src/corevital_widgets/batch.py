@@ -5,7 +5,8 @@ is a pure function of the prompt's index, its text, the model name and the analy
 arguments: ``{index:05d}-{sha256[:16]}.cvtrace``. A small ``manifest.json`` (written
 atomically after each trace) caches the per-prompt summaries. The trace files are the source
 of truth: a re-run skips every prompt whose file exists and loads, so a crash loses at most
-the prompt in flight and never traces a prompt twice. Only summaries stay in memory; traces are
+the prompt in flight (with ``batch_size`` N: the batch generating and the one being saved) and
+never traces a prompt twice. Only summaries stay in memory; traces are
 loaded from disk on access.
 """
 

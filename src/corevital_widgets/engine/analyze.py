@@ -350,12 +350,39 @@ class _StepStreamer:
             self.bar.close()
 
 
+def trace_model_meta(model: Any, structure: ModelStructure) -> dict[str, Any]:
+    """The model's part of a trace's meta (name, architecture, sizes, dtype, devices, library
+    versions, weight fingerprint, attention implementation). Read it while the model is not
+    instrumented: during a run corevital's attention tap is its implementation."""
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model_name": str(getattr(config, "name_or_path", "") or type(model).__name__),
+        "model_class": type(model).__name__,
+        "architecture": str(getattr(config, "model_type", "")),
+        "is_encoder_decoder": structure.is_encoder_decoder,
+        "num_layers": structure.step.num_layers,
+        "num_prompt_layers": structure.prompt.num_layers,
+        "hidden_size": int(getattr(text_config, "hidden_size", 0) or getattr(text_config, "d_model", 0) or 0),
+        "vocab_size": int(getattr(text_config, "vocab_size", 0) or 0),
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "devices": sorted({str(execution_device(m)) for m in structure.step.layers}),
+        "versions": _library_versions(),
+        "model_fingerprint": model_fingerprint(model),
+        "attention_implementation": _implementation(model) or "eager",
+        "attention_layers": structure.step.attention_layers,
+        "prompt_attention_layers": structure.prompt.attention_layers,
+    }
+
+
 def _build_trace(
     model: Any, structure: ModelStructure, tokenizer: Any, prompt_ids: np.ndarray, gen_ids: np.ndarray,
-    a: CollectedArrays, thresholds: Thresholds, params: dict, device: str,
+    a: CollectedArrays, thresholds: Thresholds, params: dict, device: str, model_meta: dict[str, Any] | None = None,
 ) -> Trace:
+    """A Trace from one run's host arrays. ``model_meta``: :func:`trace_model_meta`, read once
+    for a batch (else read here)."""
     n_steps = gen_ids.size
-    n_layers = structure.step.num_layers
     n_heads = a.head_entropy.shape[-1]
     stats = a.step_stats
     timeline = Timeline(
@@ -390,32 +417,15 @@ def _build_trace(
         prompt = Prompt(surprisal=np.zeros(0), layer_transformation=empty2, head_entropy=empty2,
                         head_concentration=empty2, sink=empty2, basin=empty2)
         sparse = SparseAttention.empty(threshold=params["attention_threshold"])
-    config = model.config
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     meta = {
-        "schema_version": SCHEMA_VERSION,
-        "model_name": str(getattr(config, "name_or_path", "") or type(model).__name__),
-        "model_class": type(model).__name__,
-        "architecture": str(getattr(config, "model_type", "")),
-        "is_encoder_decoder": structure.is_encoder_decoder,
-        "num_layers": n_layers,
+        **(model_meta if model_meta is not None else trace_model_meta(model, structure)),
         "num_heads": int(n_heads),
-        "num_prompt_layers": structure.prompt.num_layers,
-        "hidden_size": int(getattr(text_config, "hidden_size", 0) or getattr(text_config, "d_model", 0) or 0),
-        "vocab_size": int(getattr(text_config, "vocab_size", 0) or 0),
-        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-        "devices": sorted({str(execution_device(m)) for m in structure.step.layers}),
         "device": device,
         "distribution": "raw logits (before temperature/top-k/top-p warping)",
         "top_k": params["top_k"],
         "generation": params,
         "thresholds": dict(thresholds.__dict__),
-        "versions": _library_versions(),
         "attention_calls": a.attention_calls,
-        "model_fingerprint": model_fingerprint(model),
-        "attention_implementation": _implementation(model) or "eager",
-        "attention_layers": structure.step.attention_layers,
-        "prompt_attention_layers": structure.prompt.attention_layers,
     }
     return Trace(
         meta=meta,

@@ -830,7 +830,7 @@ def _run_batch(model: Any, structure: ModelStructure, routes: dict[int, str], to
                encoded: list[torch.Tensor], kw: dict[str, Any], device: torch.device) -> list[PendingTrace]:
     """One batch through generate (the device work, on this thread); returns a builder per
     sequence that makes its Trace from host memory alone."""
-    from .analyze import _build_trace, _implementation, _lens_scale
+    from .analyze import _build_trace, _implementation, _lens_scale, trace_model_meta
 
     t_start = time.perf_counter()
     max_new_tokens = int(kw.get("max_new_tokens", 64))
@@ -889,6 +889,7 @@ def _run_batch(model: Any, structure: ModelStructure, routes: dict[int, str], to
             probe = _check_probe(model, [encoded[i] for i in pair], [output[i, :1] if enc_dec else None for i in pair],
                                  [collector.first_logits, collector.anchor_logits], device)
     t_done = time.perf_counter()
+    model_meta = trace_model_meta(model, structure)  # once, on this thread, the model restored
     simple = {k: v for k, v in generate_kwargs.items() if isinstance(v, (int, float, str, bool))}
 
     def build(i: int) -> Trace:
@@ -899,7 +900,8 @@ def _run_batch(model: Any, structure: ModelStructure, routes: dict[int, str], to
                   "attention_cap": int(collector.seqs[i].cap), "top_k": top_k, "logit_lens": logit_lens,
                   "attention_weight_bits": int(kw.get("attention_weight_bits", 10)), **simple}
         trace = _build_trace(model, structure, tokenizer, encoded[i].numpy(), gen_host[i, : lengths[i]],
-                             collector.assemble(i), thresholds, params=params, device=str(device))
+                             collector.assemble(i), thresholds, params=params, device=str(device),
+                             model_meta=model_meta)
         if collector.notes:
             trace.meta["notes"] = dict(collector.notes)
         trace.meta["timings"] = {"setup_s": t_gen - t_start, "generate_s": t_done - t_gen,
