@@ -314,6 +314,44 @@ def test_analyze_many_batched_writes_the_same_files_and_resumes(tok, gqa, tmp_pa
         assert_same_trace(a, b, prompt)
 
 
+def test_a_failure_while_building_traces_loses_nothing_on_disk(tok, gqa, tmp_path, monkeypatch):
+    """A batch's traces are built on a thread while the next batch generates: an error there
+    reaches the caller, the files already written stay, and a re-run traces only what is missing,
+    into the same files a clean run writes."""
+    from corevital_widgets.engine import analyze as analyze_module
+
+    prompts = PROMPTS[:5]
+    kw = dict(max_new_tokens=3, min_new_tokens=3)
+    real_build = analyze_module._build_trace
+
+    def failing(model, structure, tokenizer, prompt_ids, *args, **kwargs):
+        if tokenizer.decode(prompt_ids.tolist()) == prompts[3]:
+            raise RuntimeError("disk on fire")
+        return real_build(model, structure, tokenizer, prompt_ids, *args, **kwargs)
+
+    monkeypatch.setattr(analyze_module, "_build_trace", failing)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        analyze_many(gqa, prompts, tok, out_dir=tmp_path / "run", progress=False, batch_size=2, **kw)
+    on_disk = {p.name for p in (tmp_path / "run").glob(f"*{TRACE_SUFFIX}")}
+    assert on_disk and len(on_disk) < len(prompts)
+    monkeypatch.setattr(analyze_module, "_build_trace", real_build)
+    traced: list[str] = []
+    real = batched.pending_batch
+
+    def spy(model, batch_prompts, *args, **kwargs):
+        traced.extend(batch_prompts)
+        return real(model, batch_prompts, *args, **kwargs)
+
+    monkeypatch.setattr(batched, "pending_batch", spy)
+    again = analyze_many(gqa, prompts, tok, out_dir=tmp_path / "run", progress=False, batch_size=2, **kw)
+    assert len(traced) == len(prompts) - len(on_disk), "nothing traced twice"
+    assert prompts[3] in traced
+    clean = analyze_many(gqa, prompts, tok, out_dir=tmp_path / "clean", progress=False, batch_size=2, **kw)
+    assert [p.name for p in again.paths] == [p.name for p in clean.paths]
+    for a, b, prompt in zip(clean, again, prompts):
+        assert_same_trace(a, b, prompt)
+
+
 def test_analyze_many_rejects_a_bad_batch_size(tok, gqa):
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="batch_size"):
