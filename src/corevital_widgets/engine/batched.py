@@ -11,10 +11,12 @@ How padding is kept out of every statistic (shared/METRICS.md, "Batched analysis
   keys are sliced to the real positions, so padded keys are not keys, padded query rows are not
   rows, and key indices count from the sequence's first real token (the sink is its first real
   token). When the model's mask restricted to the span is exactly the causal (or, for an
-  encoder, the full) mask — checked once per mask tensor — the slice goes through the same fast
-  paths as batch size 1 (the fused Triton kernels on CUDA, the CPU path of
-  :mod:`.prompt_attention`), else through the tiled torch path with the sliced mask. Memory: one
-  sequence's prompt pass at a time, within ``attention_tile_bytes``, as alone.
+  encoder, the full) mask — checked once per mask tensor — the spans go through the same fast
+  paths as batch size 1: on CUDA the fused Triton kernels, once per layer for the whole batch
+  (:func:`.triton_prompt.fused_prompt_batch` reads each sequence's span through a table of
+  offsets; its sparse buffer within ``attention_tile_bytes``); on the CPU the path of
+  :mod:`.prompt_attention`, one sequence at a time. Otherwise each span goes through the tiled
+  torch path with the sliced mask, one sequence at a time, within ``attention_tile_bytes``.
 - Per-step data (logits [B, V], layer vectors [B, D], score rows [B, L, H, S] with padded keys
   at -inf from the model's mask) go to one :class:`.step_chunks.StepChunks` with a batch
   dimension: every per-step formula runs once per chunk over all sequences.
@@ -33,8 +35,14 @@ calls, a model that does not take position ids, a mask that does not hide the pa
 is traced one prompt at a time through :func:`.analyze.analyze`, with a warning and a note in the
 trace meta (``meta["batch"]["note"]``) — never a silently different trace.
 
+Traces are made in two phases: :func:`pending_batch` runs the device work (generate, the last
+reductions, one host copy per buffer, the padding probe) and returns one builder per prompt that
+makes its Trace from host memory alone, so ``analyze_many`` builds and saves a batch's traces on
+other threads while the next batch generates; :func:`analyze_batch` builds them at once.
+
 Memory: a batch's estimated footprint (the model's KV cache and prefill activations, plus the
-collector's own score rows, logits chunk and prompt states: :func:`batch_bytes_estimate`) must fit
+collector's own score rows, logits chunk, prompt states and one layer's batched prompt pass:
+:func:`batch_bytes_estimate`) must fit
 ``batch_bytes`` (default: 80% of the free device memory on CUDA, :data:`DEFAULT_CPU_BATCH_BYTES`
 on the CPU); a larger batch is split into smaller ones with a warning, and a CUDA out-of-memory
 error splits the batch in two and retries.
