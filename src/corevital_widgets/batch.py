@@ -296,7 +296,8 @@ def _trace_batched(model: Any, tokenizer: Any, prompts: list[str], keys: list[st
         def finish(i: int, make: Any) -> tuple["Trace", dict[str, Any], Future | None]:
             trace = make()
             summary = trace_summary_row(trace)
-            saved = saver.submit(trace.save, out / f"{keys[i]}{TRACE_SUFFIX}", ZSTD_LEVEL_DATASET) if out else None
+            saved = (saver.submit(trace.save, out / f"{keys[i]}{TRACE_SUFFIX}", ZSTD_LEVEL_DATASET)
+                     if out is not None else None)
             return trace, summary, saved
 
         def collect(members: list[int], built: list[Future]) -> None:
