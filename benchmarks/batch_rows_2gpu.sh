@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Issue 16's GPU figures on a host with two GPUs, in one go (about 9 minutes on two H200s):
+#   GPU0: where a warm batch's time goes (profile_batch.py), then the batch-1 / batch-32 rows;
+#   GPU1: the steady-state row (batch 32, 384 prompts), then batch 8;
+#   both GPUs: the Ray row (1 worker, then 2).
+# Logs go to ${OUT:-.}/batch_*.log. Waits on process ids (a `pgrep -f` loop matches its own
+# command line). Each step has a time limit so that a slow one cannot take the rest with it.
+set -u
+out="${OUT:-.}"
+here="$(cd "$(dirname "$0")" && pwd)"
+py="${PYTHON:-python3}"
+CUDA_VISIBLE_DEVICES=0 timeout 200 "$py" "$here/profile_batch.py" > "$out/batch_profile.log" 2>&1 &
+p0=$!
+CUDA_VISIBLE_DEVICES=1 timeout 240 "$py" "$here/bench_batch.py" --batch-sizes 32 --prompts 384 > "$out/batch_steady.log" 2>&1 &
+p1=$!
+wait "$p0"
+CUDA_VISIBLE_DEVICES=0 timeout 200 "$py" "$here/bench_batch.py" --batch-sizes 1,32 --batch1-prompts 8 --prompts 256 \
+    --no-warm-shapes > "$out/batch_b1_b32.log" 2>&1 &
+p0=$!
+wait "$p1"
+CUDA_VISIBLE_DEVICES=1 timeout 150 "$py" "$here/bench_batch.py" --batch-sizes 8 --prompts 128 > "$out/batch_b8.log" 2>&1 &
+p1=$!
+wait "$p0" "$p1"
+timeout "${RAY_SECONDS:-330}" "$py" "$here/bench_batch.py" --ray-workers 1,2 --ray-prompts 512 > "$out/batch_ray.log" 2>&1
+for f in "$out"/batch_*.log; do echo "== $f"; tail -n 14 "$f"; done
