@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Issue 16's GPU figures on a host with two GPUs, in one go (about 9 minutes on two H200s):
-#   GPU0: where a warm batch's time goes (profile_batch.py), then the batch-1 / batch-32 rows;
-#   GPU1: the steady-state row (batch 32, 384 prompts), then batch 8;
-#   both GPUs: the Ray row (1 worker, then 2).
+# Issue 16's GPU figures on a host with two GPUs.
+#   batch_rows_2gpu.sh rows   (about 5 minutes on two H200s)
+#     GPU0: where a warm batch's time goes (profile_batch.py), then the batch-1 / batch-32 rows;
+#     GPU1: the steady-state row (batch 32, 384 prompts), then batch 8;
+#   batch_rows_2gpu.sh ray    (about 6 minutes) the Ray row, 1 worker then 2, over RAY_PROMPTS
+#     (default 768: each actor's ~15 s start and model build is inside each timed run, so a short
+#     run cannot show the scaling);
+#   batch_rows_2gpu.sh all    both (over the device tool's 10-minute call limit: two calls).
 # Logs go to ${OUT:-.}/batch_*.log. Waits on process ids (a `pgrep -f` loop matches its own
 # command line). Each step has a time limit so that a slow one cannot take the rest with it.
 set -u
+what="${1:-rows}"
 out="${OUT:-.}"
 here="$(cd "$(dirname "$0")" && pwd)"
 py="${PYTHON:-python3}"
+if [ "$what" = rows ] || [ "$what" = all ]; then
 CUDA_VISIBLE_DEVICES=0 timeout 200 "$py" "$here/profile_batch.py" > "$out/batch_profile.log" 2>&1 &
 p0=$!
 CUDA_VISIBLE_DEVICES=1 timeout 240 "$py" "$here/bench_batch.py" --batch-sizes 32 --prompts 384 > "$out/batch_steady.log" 2>&1 &
@@ -21,5 +27,9 @@ wait "$p1"
 CUDA_VISIBLE_DEVICES=1 timeout 150 "$py" "$here/bench_batch.py" --batch-sizes 8 --prompts 128 > "$out/batch_b8.log" 2>&1 &
 p1=$!
 wait "$p0" "$p1"
-timeout "${RAY_SECONDS:-330}" "$py" "$here/bench_batch.py" --ray-workers 1,2 --ray-prompts 512 > "$out/batch_ray.log" 2>&1
+fi
+if [ "$what" = ray ] || [ "$what" = all ]; then
+    timeout "${RAY_SECONDS:-540}" "$py" "$here/bench_batch.py" --ray-workers 1,2 --ray-prompts "${RAY_PROMPTS:-768}" \
+        > "$out/batch_ray.log" 2>&1
+fi
 for f in "$out"/batch_*.log; do echo "== $f"; tail -n 14 "$f"; done
