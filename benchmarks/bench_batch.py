@@ -77,6 +77,24 @@ def build_model(args: argparse.Namespace, vocab: int, device: torch.device, dtyp
     return model.eval()
 
 
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    """The random Llama's options (bench_batch, bench_batch_shapes and profile_batch build it)."""
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 on the CPU")
+    ap.add_argument("--layers", type=int, default=32)
+    ap.add_argument("--hidden", type=int, default=4096)
+    ap.add_argument("--heads", type=int, default=0, help="default: hidden / 128 (32 for 4096)")
+    ap.add_argument("--kv-heads", type=int, default=0, help="default: heads / 4 (8 for 32)")
+    ap.add_argument("--intermediate", type=int, default=0, help="default: 3.5 x hidden (14336 for 4096)")
+    ap.add_argument("--vocab", type=int, default=128256)
+
+
+def device_and_dtype(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    return device, dtype
+
+
 def make_prompts(n: int, lo: int, hi: int, vocab: int) -> list[str]:
     rng = random.Random(0)
     return [" ".join(f"w{rng.randrange(3, vocab)}" for _ in range(rng.randint(lo, hi))) for _ in range(n)]
@@ -175,14 +193,7 @@ def ray_rows(args: argparse.Namespace, prompts: list[str], dtype: torch.dtype) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 on the CPU")
-    ap.add_argument("--layers", type=int, default=32)
-    ap.add_argument("--hidden", type=int, default=4096)
-    ap.add_argument("--heads", type=int, default=0, help="default: hidden / 128 (32 for 4096)")
-    ap.add_argument("--kv-heads", type=int, default=0, help="default: heads / 4 (8 for 32)")
-    ap.add_argument("--intermediate", type=int, default=0, help="default: 3.5 x hidden (14336 for 4096)")
-    ap.add_argument("--vocab", type=int, default=128256)
+    add_model_args(ap)
     ap.add_argument("--prompts", type=int, default=512)
     ap.add_argument("--min-len", type=int, default=200)
     ap.add_argument("--max-len", type=int, default=800)
@@ -204,8 +215,7 @@ def main() -> None:
     ap.add_argument("--ray-warm", type=int, default=1, help="0: no warm-up run before the timed Ray runs")
     args = ap.parse_args()
 
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    device, dtype = device_and_dtype(args)
     if device.type == "cpu":
         torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     tok = word_tokenizer(args.vocab)

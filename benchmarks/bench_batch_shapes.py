@@ -18,24 +18,19 @@ import warnings
 
 import torch
 
-from bench_batch import build_model, make_prompts, sdpa_backends, sync, word_tokenizer
+from bench_batch import add_model_args, build_model, device_and_dtype, make_prompts, sdpa_backends, sync, word_tokenizer
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--layers", type=int, default=32)
-    ap.add_argument("--hidden", type=int, default=4096)
-    ap.add_argument("--vocab", type=int, default=128256)
+    add_model_args(ap)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=64)
     args = ap.parse_args()
-    args.heads = args.kv_heads = args.intermediate = 0
     args.max_len = 800
     from corevital_widgets.engine.batched import analyze_batch
 
-    device = torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    device, dtype = device_and_dtype(args)
     tok = word_tokenizer(args.vocab)
     model = build_model(args, args.vocab, device, dtype)
     bs, new = args.batch_size, args.new_tokens

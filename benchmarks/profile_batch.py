@@ -31,16 +31,12 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import bench_batch as bb  # noqa: E402
+from bench_batch import sync  # noqa: E402
 
 from corevital_widgets.engine import analyze as analyze_module  # noqa: E402
 from corevital_widgets.engine import batched  # noqa: E402
 
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(fn, device: torch.device) -> float:
@@ -145,10 +141,7 @@ def profiled(fn, device: torch.device, rows: int, label: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--layers", type=int, default=32)
-    ap.add_argument("--hidden", type=int, default=4096)
-    ap.add_argument("--vocab", type=int, default=128256)
+    bb.add_model_args(ap)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--first", type=int, default=4, help="which batch of the sorted 512 prompts (0 = shortest)")
     ap.add_argument("--min-len", type=int, default=200)
@@ -157,11 +150,8 @@ def main() -> None:
     ap.add_argument("--sdpa", choices=("default", "no-cudnn"), default="default")
     ap.add_argument("--rows", type=int, default=20, help="operators listed (0: none)")
     args = ap.parse_args()
-    device = torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model_args = argparse.Namespace(layers=args.layers, hidden=args.hidden, heads=0, kv_heads=0, intermediate=0,
-                                    max_len=args.max_len, new_tokens=args.new_tokens)
-    model = bb.build_model(model_args, args.vocab, device, dtype)
+    device, dtype = bb.device_and_dtype(args)
+    model = bb.build_model(args, args.vocab, device, dtype)
     tok = bb.word_tokenizer(args.vocab)
     prompts = sorted(bb.make_prompts(512, args.min_len, args.max_len, args.vocab), key=lambda p: len(p.split()))
     batch = prompts[args.first * args.batch : (args.first + 1) * args.batch]

@@ -273,6 +273,19 @@ def test_the_padding_probe_is_measured_against_the_batch_own_rounding(tok, gqa):
 
 
 # --------------------------------------------------------------------------- analyze_many
+def _spy_on_batches(monkeypatch) -> list[str]:
+    """The prompts every batched generate call of analyze_many traces, in order (filled as it runs)."""
+    traced: list[str] = []
+    real = batched.pending_batch
+
+    def spy(model, batch_prompts, *args, **kwargs):
+        traced.extend(batch_prompts)
+        return real(model, batch_prompts, *args, **kwargs)
+
+    monkeypatch.setattr(batched, "pending_batch", spy)
+    return traced
+
+
 def test_analyze_many_batched_writes_the_same_files_and_resumes(tok, gqa, tmp_path, monkeypatch):
     prompts = PROMPTS[:5] + ["Count from one to five:", "Name a planet."]
     kw = dict(max_new_tokens=4, min_new_tokens=4)
@@ -292,14 +305,7 @@ def test_analyze_many_batched_writes_the_same_files_and_resumes(tok, gqa, tmp_pa
     lost = [four.paths[1], four.paths[5]]
     for path in lost:
         path.unlink()
-    traced: list[str] = []
-    real = batched.pending_batch
-
-    def spy(model, batch_prompts, *args, **kwargs):
-        traced.extend(batch_prompts)
-        return real(model, batch_prompts, *args, **kwargs)
-
-    monkeypatch.setattr(batched, "pending_batch", spy)
+    traced = _spy_on_batches(monkeypatch)
     again = analyze_many(gqa, prompts, tok, out_dir=tmp_path / "four", progress=False, batch_size=4, **kw)
     assert sorted(traced) == sorted([prompts[1], prompts[5]])
     assert all(p.is_file() for p in lost)
@@ -335,14 +341,7 @@ def test_a_failure_while_building_traces_loses_nothing_on_disk(tok, gqa, tmp_pat
     on_disk = {p.name for p in (tmp_path / "run").glob(f"*{TRACE_SUFFIX}")}
     assert on_disk and len(on_disk) < len(prompts)
     monkeypatch.setattr(analyze_module, "_build_trace", real_build)
-    traced: list[str] = []
-    real = batched.pending_batch
-
-    def spy(model, batch_prompts, *args, **kwargs):
-        traced.extend(batch_prompts)
-        return real(model, batch_prompts, *args, **kwargs)
-
-    monkeypatch.setattr(batched, "pending_batch", spy)
+    traced = _spy_on_batches(monkeypatch)
     again = analyze_many(gqa, prompts, tok, out_dir=tmp_path / "run", progress=False, batch_size=2, **kw)
     assert len(traced) == len(prompts) - len(on_disk), "nothing traced twice"
     assert prompts[3] in traced

@@ -66,15 +66,21 @@ from . import adapters, metrics
 from .attention import (
     CallSpec,
     attention_probs,
-    fused_or_none,
     attention_scores,
+    fused_or_none,
     mismatch_tolerance,
     tapped_attention,
 )
 from .collector import DEFAULT_MAX_SPARSE_BYTES, CollectedArrays, Collector, _tensor_output, recomputation_error
 from .logit_head import find_head, plain_linear
 from .model_state import preserved_model_state
-from .prompt_attention import DEFAULT_TILE_BYTES, PromptAccumulator, cpu_prompt_layer, cpu_prompt_supported
+from .prompt_attention import (
+    DEFAULT_TILE_BYTES,
+    PromptAccumulator,
+    cpu_prompt_layer,
+    cpu_prompt_supported,
+    fused_row_partials,
+)
 from .step_chunks import StepChunks
 from .structure import ModelStructure, Stack, execution_device, inspect_model
 from .triton_prompt import FusedBatch, fused_prompt_batch, fused_prompt_supported
@@ -390,9 +396,7 @@ class BatchedCollector(Collector):
         seq.heads[layer] = self._to_host(acc.head_stats())
         sp = acc.sparse()
         counts, keys, weights = sp.counts.to(torch.int32), sp.keys.to(torch.int32), sp.weights.to(torch.float16)
-        if not seq.sparse and not seq.cap:
-            seq.cap = self._cap_for(stack, counts.numel(), keys.numel())
-        if seq.cap and acc.cap != seq.cap:
+        if self._needs_cap(stack, seq, counts.numel(), keys.numel(), acc.cap):
             counts, keys, weights = metrics.cap_rows(counts, keys, weights, seq.cap)
         seq.sparse[layer] = (self._to_host(counts), self._to_host(keys), self._to_host(weights))
         if self.on_prompt_layer is not None and i == self.batch - 1:
@@ -405,12 +409,10 @@ class BatchedCollector(Collector):
         sequence keeps views of it). As :meth:`prompt_done` per sequence otherwise: a sequence
         whose own cap differs from ``cap`` has its rows capped on the device, alone."""
         stack, layer = entry
-        device = fused.stats.device
-        rows = torch.tensor(fused.rows).to(device, non_blocking=True)
-        valid = (torch.arange(fused.stats.shape[-1], device=device) < rows[:, None])[:, None, :]  # [B, 1, P]
-        sums = torch.where(valid, fused.stats[:4], 0.0).sum(-1)  # [4, B, H]: rows past a sequence's are not rows
-        other = torch.where(valid, 1.0 - fused.stats[3], 0.0).sum(-1)  # [B, H]
-        heads = metrics.prompt_head_stats(torch.cat([sums, other[None]]), rows[:, None].to(sums.dtype))  # [4, B, H]
+        rows = fused.table[:, 2]
+        valid = (torch.arange(fused.stats.shape[-1], device=rows.device) < rows[:, None])[:, None, :]  # [B, 1, P]
+        partials = fused_row_partials(fused.stats, valid)  # [5, B, H]: rows past a sequence's are not rows
+        heads = metrics.prompt_head_stats(partials, rows[:, None].to(partials.dtype))  # [4, B, H]
         heads_host = self._to_host(heads.transpose(0, 1).contiguous())  # [B, 4, H]
         counts_host = self._to_host(fused.counts)
         keys_host = self._to_host(fused.keys)
@@ -421,9 +423,7 @@ class BatchedCollector(Collector):
         for b, seq in enumerate(self.seqs):  # per sequence: views of the batch's host copies (a loop over sequences)
             seq.heads[layer] = heads_host[b]
             p, lo, hi = fused.rows[b], offsets[b], offsets[b + 1]
-            if not seq.sparse and not seq.cap:
-                seq.cap = self._cap_for(stack, n_heads * p, hi - lo)
-            if seq.cap and cap != seq.cap:  # computed before this sequence's cap was chosen, or another cap
+            if self._needs_cap(stack, seq, n_heads * p, hi - lo, cap):
                 capped = metrics.cap_rows(fused.counts[b, :, :p], fused.keys[lo:hi], weights16[lo:hi], seq.cap)
                 seq.sparse[layer] = tuple(self._to_host(t) for t in capped)  # type: ignore[assignment]
             else:
@@ -431,21 +431,13 @@ class BatchedCollector(Collector):
         if self.on_prompt_layer is not None:
             self.on_prompt_layer(len(self.seqs[-1].heads), sum(a is not None for a in stack.attention))
 
-    def _cap_for(self, stack: Stack, n_rows: int, n_entries: int) -> int:
-        """A sequence's cap from its first layer (``n_rows`` = heads x query rows), as
-        :meth:`.collector.Collector._choose_cap` alone."""
-        n_layers = stack.num_layers
-        estimate = n_entries * n_layers * 4
-        if estimate <= self.max_sparse_bytes:
-            return 0
-        cap = max(1, int(self.max_sparse_bytes // (4 * n_rows * n_layers)))
-        warnings.warn(
-            f"the sparse prompt attention at threshold {self.threshold} would take about {estimate / 2**20:.0f} MiB "
-            f"({n_entries * n_layers:,} entries), over max_sparse_bytes={self.max_sparse_bytes / 2**20:.0f} MiB; "
-            f"keeping at most {cap} keys per query row (pass attention_cap or max_sparse_bytes to choose)",
-            RuntimeWarning, stacklevel=2,
-        )
-        return cap
+    def _needs_cap(self, stack: Stack, seq: _SequencePrompt, n_rows: int, n_entries: int, used_cap: int) -> bool:
+        """Whether a layer's rows computed with ``used_cap`` must still be capped for ``seq``: its
+        cap is chosen at its first layer (``n_rows`` = heads x query rows, ``n_entries`` found),
+        and a layer computed before that, or with another cap, is capped to it."""
+        if not seq.sparse and not seq.cap:
+            seq.cap = self._cap_for(stack, n_rows, n_entries)
+        return bool(seq.cap) and used_cap != seq.cap
 
     # ------------------------------------------------------------------- finish
     def finish_batch(self, lengths: list[int]) -> None:
@@ -541,7 +533,7 @@ def _fused_prompt_pass(collector: BatchedCollector, entry: tuple[Stack, int], mo
         s, e = collector.span(stack, i, query.shape[-2])
         spans.append((s, s, e - s, e - s))
     caps = {seq.cap for seq in collector.seqs}
-    cap = caps.pop() if len(caps) == 1 else 0  # differing caps: applied per sequence by prompt_done
+    cap = caps.pop() if len(caps) == 1 else 0  # differing caps: applied per sequence by prompt_done_batch
     found = fused_or_none(lambda: fused_prompt_batch(query, key, spans, sp.scaling, causal, collector.threshold, cap,
                                                      collector.tile_bytes))
     if found is None:

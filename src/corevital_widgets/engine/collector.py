@@ -637,29 +637,29 @@ class Collector:
         # the narrowest types that hold them (keys < P, counts <= 1/threshold): fewer bytes to copy
         counts, keys, weights = sp.counts.to(torch.int32), sp.keys.to(torch.int32), sp.weights.to(torch.float16)
         if not self._sparse and not self.cap:
-            self._choose_cap(stack, counts, keys.numel())
+            self.cap = self._cap_for(stack, counts.numel(), keys.numel())
         if self.cap and acc.cap != self.cap:  # layers computed before the cap was chosen
             counts, keys, weights = metrics.cap_rows(counts, keys, weights, self.cap)
         self._sparse[layer] = (self._to_host(counts), self._to_host(keys), self._to_host(weights))
         if self.on_prompt_layer is not None:
             self.on_prompt_layer(len(self._prompt_heads), sum(a is not None for a in stack.attention))
 
-    def _choose_cap(self, stack: Stack, counts: torch.Tensor, n_entries: int) -> None:
-        """After the first layer: if the uncapped profile of all layers would exceed
-        ``max_sparse_bytes`` (4 bytes per entry), cap keys per query row so it fits, and warn."""
+    def _cap_for(self, stack: Stack, n_rows: int, n_entries: int) -> int:
+        """After a sequence's first layer (``n_rows`` = heads x query rows, ``n_entries`` found):
+        0 when the uncapped profile of all layers fits ``max_sparse_bytes`` (4 bytes per entry),
+        else the keys per query row that make it fit, with a warning."""
         n_layers = stack.num_layers
         estimate = n_entries * n_layers * 4
         if estimate <= self.max_sparse_bytes:
-            return
-        rows = counts.numel() * n_layers
-        cap = max(1, int(self.max_sparse_bytes // (4 * rows)))
-        self.cap = cap
+            return 0
+        cap = max(1, int(self.max_sparse_bytes // (4 * n_rows * n_layers)))
         warnings.warn(
             f"the sparse prompt attention at threshold {self.threshold} would take about {estimate / 2**20:.0f} MiB "
             f"({n_entries * n_layers:,} entries), over max_sparse_bytes={self.max_sparse_bytes / 2**20:.0f} MiB; "
             f"keeping at most {cap} keys per query row (pass attention_cap or max_sparse_bytes to choose)",
             RuntimeWarning, stacklevel=2,
         )
+        return cap
 
     # ---------------------------------------------------------------------- finish
     def finish(self, n_steps: int) -> CollectedArrays:

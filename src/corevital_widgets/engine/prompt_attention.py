@@ -40,6 +40,17 @@ def tile_rows(n_heads: int, n_keys: int, tile_bytes: int, threshold: float = 0.0
     return max(1, int(tile_bytes // per_row))
 
 
+def fused_row_partials(row_stats: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Sums over query rows of the fused kernels' row statistics [5, ..., P] (entropy bits,
+    concentration, sink, middle-third mass, lse): [5, ...] = the first four summed, then the mass
+    off the middle third (the partials of :func:`metrics.prompt_head_stats`). Rows where
+    ``valid`` (broadcast to [..., P]) is False are left out."""
+    stats, other = row_stats[:4], 1.0 - row_stats[3]
+    if valid is not None:
+        stats, other = torch.where(valid, stats, 0.0), torch.where(valid, other, 0.0)
+    return torch.cat([stats.sum(-1), other.sum(-1)[None]])
+
+
 @dataclass
 class LayerSparse:
     """One layer's CSR pieces, (head, query) row order: counts [H, P], keys [N], weights [N]."""
@@ -71,8 +82,7 @@ class PromptAccumulator:
         """All rows at once from the fused kernels (:func:`.triton_prompt.fused_prompt_layer`):
         per-row statistics [5, H, P] (entropy bits, concentration, sink, middle mass, lse) and
         the layer's sparse profile, already in CSR order."""
-        sums = row_stats[:4].sum(-1)
-        self.partials += torch.cat([sums, (1.0 - row_stats[3]).sum(-1, keepdim=True).T])
+        self.partials += fused_row_partials(row_stats)
         self._fused = LayerSparse(counts, keys, weights)
 
     def set_sparse(self, layer: LayerSparse) -> None:

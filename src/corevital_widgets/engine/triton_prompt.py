@@ -246,6 +246,7 @@ class FusedBatch:
     weights: torch.Tensor  # [N] float32
     rows: list[int]  # P_b, query rows per sequence
     entries: list[int]  # N_b, entries per sequence (on the host)
+    table: torch.Tensor  # [B, 4] int32 on the device: the spans the kernels read (P_b in column 2)
 
     def offsets(self) -> list[int]:
         """Where each sequence's entries start in ``keys`` / ``weights`` (and the end)."""
@@ -270,8 +271,8 @@ def fused_prompt_batch(query: torch.Tensor, key: torch.Tensor, spans: list[tuple
     first key, query rows P_b, keys K_b): its queries are ``query[b, :, q0 : q0 + P_b]``, the last
     P_b of its keys ``key[b, :, k0 : k0 + K_b]`` (key indices count from k0; nothing outside the
     span is read, so padding is neither a key nor a row). Returns a :class:`FusedBatch`:
-    ``.sequence(b)`` is what :func:`fused_prompt_layer` gives for sequence b's slices alone. ``buffer_bytes`` bounds the sparse buffer of one launch (all
-    sequences' rows together). Two host syncs per chunk of rows at most (the compaction, and the
+    ``.sequence(b)`` is what :func:`fused_prompt_layer` gives for sequence b's slices alone.
+    ``buffer_bytes`` bounds the sparse buffer of one launch (all sequences' rows together). Two host syncs per chunk of rows at most (the compaction, and the
     per-sequence entry counts), not per sequence."""
     with torch.cuda.device(query.device):
         return _fused_prompt_batch(query, key, spans, scaling, causal, threshold, cap, buffer_bytes)
@@ -332,4 +333,4 @@ def _fused_prompt_batch(query: torch.Tensor, key: torch.Tensor, spans: list[tupl
         order = torch.sort(per_entry, stable=True).indices
         keys_flat, weights = keys_flat[order], weights[order]
     per_seq = counts.sum((1, 2)).tolist() if n_seqs > 1 else [keys_flat.numel()]  # a host sync (B > 1)
-    return FusedBatch(stats, counts, keys_flat, weights, [p for _, _, p, _ in spans], per_seq)
+    return FusedBatch(stats, counts, keys_flat, weights, [p for _, _, p, _ in spans], per_seq, table)
