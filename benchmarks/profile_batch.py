@@ -15,6 +15,14 @@ Prints:
 2. for one more warm run of each side, from torch's profiler: kernels launched, host-blocking
    calls (stream / device synchronisations), the GPU's busy time (summed kernel time) against
    the wall time, and the operators that hold the CPU longest in analyze_batch.
+
+``--pipeline N`` instead follows ``analyze_many``'s own loop over N prompts (batches of
+``--batch``, traces saved to a temporary folder): plain generate, then analyze_many, each twice
+(first on shapes new to it, then warm), then analyze_many warm in memory; for each analyze_many
+run, where its wall time went: the main thread's device work (``pending_batch``), its waits for
+the previous batch's traces to be built and saved, and the builder and saver threads' busy time.
+
+    python benchmarks/profile_batch.py --pipeline 192
 """
 
 from __future__ import annotations
@@ -139,6 +147,78 @@ def profiled(fn, device: torch.device, rows: int, label: str) -> None:
         print(events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60))
 
 
+class PipelineClock:
+    """Busy seconds of analyze_many's parts, from wrappers around the functions each thread runs
+    (thread-safe: one lock around the sums)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.t: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._saved: list[tuple[object, str, object]] = []
+
+    def add(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self.t[name] = self.t.get(name, 0.0) + seconds
+
+    def timed(self, name: str, fn):
+        def wrapper(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.add(name, time.perf_counter() - t)
+        return wrapper
+
+    def __enter__(self) -> "PipelineClock":
+        import corevital_widgets.batch as batch_module
+        from corevital_widgets.trace.trace import Trace
+
+        real_pending = batched.pending_batch
+        clock = self
+
+        def pending(*args, **kwargs):
+            makers = clock.timed("main: pending_batch (device work)", real_pending)(*args, **kwargs)
+            return [clock.timed("builder: assemble + Trace", make) for make in makers]
+
+        for owner, attr, fn in ((batched, "pending_batch", pending),
+                                (batch_module, "trace_summary_row",
+                                 self.timed("builder: summary row", batch_module.trace_summary_row)),
+                                (Trace, "save", self.timed("savers: save (summed over threads)", Trace.save))):
+            self._saved.append((owner, attr, getattr(owner, attr)))
+            setattr(owner, attr, fn)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for owner, attr, real in reversed(self._saved):
+            setattr(owner, attr, real)
+
+
+def pipeline(args: argparse.Namespace, model, tok, device: torch.device) -> None:
+    """analyze_many's loop, part by part (see the module docstring)."""
+    prompts = bb.make_prompts(args.pipeline, args.min_len, args.max_len, args.vocab)
+    n, bs = args.new_tokens, args.batch
+    print(f"analyze_many pipeline: {len(prompts)} prompts of {args.min_len}-{args.max_len} tokens, batch {bs}, "
+          f"{n} new tokens, SDPA backends: {args.sdpa}")
+    bb.traced(model, tok, prompts[:2], 2, 2, device, True)  # kernels compiled, outside the timings
+    runs = (("plain generate, shapes new to it", None), ("analyze_many, shapes new to it", False),
+            ("plain generate, warm", None), ("analyze_many, warm", False), ("analyze_many, warm, in memory", True))
+    for label, in_memory in runs:
+        if in_memory is None:
+            seconds, tokens = bb.plain_generate(model, tok, prompts, bs, n, device)
+            print(f"{label}: {seconds:.1f} s, {tokens / seconds:.1f} tok/s", flush=True)
+            continue
+        with PipelineClock() as clock:
+            seconds, tokens = bb.traced(model, tok, prompts, bs, n, device, in_memory)
+        print(f"{label}: {seconds:.1f} s, {tokens / seconds:.1f} tok/s", flush=True)
+        main_busy = clock.t.get("main: pending_batch (device work)", 0.0)
+        for name, busy in clock.t.items():
+            print(f"  {busy:7.2f} s  {name}")
+        print(f"  {seconds - main_busy:7.2f} s  main: the rest (waiting for the builder and savers, manifest, set-up)",
+              flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bb.add_model_args(ap)
@@ -149,10 +229,15 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--sdpa", choices=("default", "no-cudnn"), default="default")
     ap.add_argument("--rows", type=int, default=20, help="operators listed (0: none)")
+    ap.add_argument("--pipeline", type=int, default=0, help="N: analyze_many's loop over N prompts instead")
     args = ap.parse_args()
     device, dtype = bb.device_and_dtype(args)
     model = bb.build_model(args, args.vocab, device, dtype)
     tok = bb.word_tokenizer(args.vocab)
+    if args.pipeline:
+        with bb.sdpa_backends(args.sdpa):
+            pipeline(args, model, tok, device)
+        return
     prompts = sorted(bb.make_prompts(512, args.min_len, args.max_len, args.vocab), key=lambda p: len(p.split()))
     batch = prompts[args.first * args.batch : (args.first + 1) * args.batch]
     lengths = [len(p.split()) for p in batch]
