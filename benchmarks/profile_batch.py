@@ -55,41 +55,66 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - t
 
 
-class Phases:
+class _Clock:
+    """Seconds summed by name (thread-safe), from timing wrappers patched onto functions and
+    methods; every patch is undone on exit. With a CUDA ``device`` each wrapper synchronises at
+    its boundaries (phases of one thread); without, it times wall time only (parts that overlap
+    on several threads)."""
+
+    def __init__(self, device: torch.device | None = None) -> None:
+        import threading
+
+        self.device, self.t = device, {}
+        self._lock = threading.Lock()
+        self._saved: list[tuple[object, str, object]] = []
+
+    def add(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self.t[name] = self.t.get(name, 0.0) + seconds
+
+    def _sync(self) -> None:
+        if self.device is not None:
+            sync(self.device)
+
+    def timed(self, name: str, fn):
+        """``fn``, its calls' seconds added under ``name``."""
+        def wrapper(*args, **kwargs):
+            self._sync()
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._sync()
+                self.add(name, time.perf_counter() - t)
+        return wrapper
+
+    def patch(self, owner: object, attr: str, fn) -> None:
+        self._saved.append((owner, attr, getattr(owner, attr)))
+        setattr(owner, attr, fn)
+
+    def patch_timed(self, owner: object, attr: str, name: str) -> None:
+        self.patch(owner, attr, self.timed(name, getattr(owner, attr)))
+
+    def __exit__(self, *exc) -> None:
+        for owner, attr, real in reversed(self._saved):
+            setattr(owner, attr, real)
+
+
+class Phases(_Clock):
     """Wall time of analyze_batch's phases: wraps the collector's step hooks and the functions
     that run after generate, synchronising at each boundary."""
 
     def __init__(self, device: torch.device) -> None:
-        self.device, self.t = device, {}
+        super().__init__(device)
         self._marks: dict[str, float] = {}
-        self._saved: list[tuple[object, str, object]] = []
-
-    def _add(self, name: str, seconds: float) -> None:
-        self.t[name] = self.t.get(name, 0.0) + seconds
 
     def _mark(self, name: str) -> None:
-        sync(self.device)
+        self._sync()
         self._marks[name] = time.perf_counter()
-
-    def _wrap(self, owner: object, attr: str, name: str) -> None:
-        real = getattr(owner, attr)
-        phases = self
-
-        def wrapper(*args, **kwargs):
-            sync(phases.device)
-            t = time.perf_counter()
-            try:
-                return real(*args, **kwargs)
-            finally:
-                sync(phases.device)
-                phases._add(name, time.perf_counter() - t)
-
-        self._saved.append((owner, attr, real))
-        setattr(owner, attr, wrapper)
 
     def __enter__(self) -> "Phases":
         collector = batched.BatchedCollector
-        pre, out, finish = collector._on_model_pre, collector._on_model_out, collector.finish_batch
+        pre, out = collector._on_model_pre, collector._on_model_out
         phases = self
 
         def on_pre(c, *a, **k):
@@ -100,32 +125,24 @@ class Phases:
         def on_out(c, *a, **k):
             result = out(c, *a, **k)
             if c.step == 0:
-                sync(phases.device)
-                phases._add("prompt pass (prefill forward + telemetry)", time.perf_counter() - phases._marks["prefill"])
+                phases._sync()
+                phases.add("prompt pass (prefill forward + telemetry)", time.perf_counter() - phases._marks["prefill"])
                 phases._marks["decode"] = time.perf_counter()
             return result
 
+        finish = self.timed("finish_batch (last reductions, host copies)", collector.finish_batch)
+
         def on_finish(c, *a, **k):
-            sync(phases.device)
-            phases._add("decode steps", time.perf_counter() - phases._marks["decode"])
-            t = time.perf_counter()
-            try:
-                return finish(c, *a, **k)
-            finally:
-                sync(phases.device)
-                phases._add("finish_batch (last reductions, host copies)", time.perf_counter() - t)
+            phases._sync()
+            phases.add("decode steps", time.perf_counter() - phases._marks["decode"])
+            return finish(c, *a, **k)
 
         for attr, fn in (("_on_model_pre", on_pre), ("_on_model_out", on_out), ("finish_batch", on_finish)):
-            self._saved.append((collector, attr, getattr(collector, attr)))
-            setattr(collector, attr, fn)
-        self._wrap(batched, "_check_probe", "padding probe (two single-prompt forwards)")
-        self._wrap(batched.BatchedCollector, "assemble", "assembling each sequence's arrays")
-        self._wrap(analyze_module, "_build_trace", "building the Trace objects")
+            self.patch(collector, attr, fn)
+        self.patch_timed(batched, "_check_probe", "padding probe (two single-prompt forwards)")
+        self.patch_timed(batched.BatchedCollector, "assemble", "assembling each sequence's arrays")
+        self.patch_timed(analyze_module, "_build_trace", "building the Trace objects")
         return self
-
-    def __exit__(self, *exc) -> None:
-        for owner, attr, real in reversed(self._saved):
-            setattr(owner, attr, real)
 
 
 def profiled(fn, device: torch.device, rows: int, label: str) -> None:
@@ -147,52 +164,23 @@ def profiled(fn, device: torch.device, rows: int, label: str) -> None:
         print(events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60))
 
 
-class PipelineClock:
-    """Busy seconds of analyze_many's parts, from wrappers around the functions each thread runs
-    (thread-safe: one lock around the sums)."""
+#: The main thread's device work in PipelineClock's sums.
+MAIN_BUSY = "main: pending_batch (device work)"
 
-    def __init__(self) -> None:
-        import threading
 
-        self.t: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._saved: list[tuple[object, str, object]] = []
-
-    def add(self, name: str, seconds: float) -> None:
-        with self._lock:
-            self.t[name] = self.t.get(name, 0.0) + seconds
-
-    def timed(self, name: str, fn):
-        def wrapper(*args, **kwargs):
-            t = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.add(name, time.perf_counter() - t)
-        return wrapper
+class PipelineClock(_Clock):
+    """Busy seconds of analyze_many's parts, from wrappers around the functions each thread runs."""
 
     def __enter__(self) -> "PipelineClock":
         import corevital_widgets.batch as batch_module
         from corevital_widgets.trace.trace import Trace
 
-        real_pending = batched.pending_batch
-        clock = self
-
-        def pending(*args, **kwargs):
-            makers = clock.timed("main: pending_batch (device work)", real_pending)(*args, **kwargs)
-            return [clock.timed("builder: assemble + Trace", make) for make in makers]
-
-        for owner, attr, fn in ((batched, "pending_batch", pending),
-                                (batch_module, "trace_summary_row",
-                                 self.timed("builder: summary row", batch_module.trace_summary_row)),
-                                (Trace, "save", self.timed("savers: save (summed over threads)", Trace.save))):
-            self._saved.append((owner, attr, getattr(owner, attr)))
-            setattr(owner, attr, fn)
+        pending = self.timed(MAIN_BUSY, batched.pending_batch)
+        self.patch(batched, "pending_batch",
+                   lambda *a, **k: [self.timed("builder: assemble + Trace", make) for make in pending(*a, **k)])
+        self.patch_timed(batch_module, "trace_summary_row", "builder: summary row")
+        self.patch_timed(Trace, "save", "savers: save (summed over threads)")
         return self
-
-    def __exit__(self, *exc) -> None:
-        for owner, attr, real in reversed(self._saved):
-            setattr(owner, attr, real)
 
 
 def pipeline(args: argparse.Namespace, model, tok, device: torch.device) -> None:
@@ -212,7 +200,7 @@ def pipeline(args: argparse.Namespace, model, tok, device: torch.device) -> None
         with PipelineClock() as clock:
             seconds, tokens = bb.traced(model, tok, prompts, bs, n, device, in_memory)
         print(f"{label}: {seconds:.1f} s, {tokens / seconds:.1f} tok/s", flush=True)
-        main_busy = clock.t.get("main: pending_batch (device work)", 0.0)
+        main_busy = clock.t.get(MAIN_BUSY, 0.0)
         for name, busy in clock.t.items():
             print(f"  {busy:7.2f} s  {name}")
         print(f"  {seconds - main_busy:7.2f} s  main: the rest (waiting for the builder and savers, manifest, set-up)",

@@ -21,6 +21,7 @@ size of at most 256, a positive threshold. Everything else takes the torch path.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from dataclasses import dataclass
@@ -250,10 +251,7 @@ class FusedBatch:
 
     def offsets(self) -> list[int]:
         """Where each sequence's entries start in ``keys`` / ``weights`` (and the end)."""
-        out = [0]
-        for n in self.entries:
-            out.append(out[-1] + n)
-        return out
+        return [0, *itertools.accumulate(self.entries)]
 
     def sequence(self, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sequence ``b``'s (stats [5, H, P_b], counts [H, P_b], keys, weights), as
