@@ -28,6 +28,7 @@ the previous batch's traces to be built and saved, and the builder and saver thr
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 import warnings
@@ -169,15 +170,29 @@ MAIN_BUSY = "main: pending_batch (device work)"
 
 
 class PipelineClock(_Clock):
-    """Busy seconds of analyze_many's parts, from wrappers around the functions each thread runs."""
+    """Busy seconds of analyze_many's parts, from wrappers around the functions each thread runs.
+    ``serial``: each batch's traces are built on the main thread right after its device work
+    (nothing overlaps it), to tell the device work itself from what the threads beside it cost."""
+
+    def __init__(self, serial: bool = False) -> None:
+        super().__init__()
+        self.serial = serial
 
     def __enter__(self) -> "PipelineClock":
         import corevital_widgets.batch as batch_module
         from corevital_widgets.trace.trace import Trace
 
         pending = self.timed(MAIN_BUSY, batched.pending_batch)
-        self.patch(batched, "pending_batch",
-                   lambda *a, **k: [self.timed("builder: assemble + Trace", make) for make in pending(*a, **k)])
+        build = self.timed("main: assemble + Trace (serial)" if self.serial else "builder: assemble + Trace",
+                           lambda make: make())
+
+        def pending_then_build(*a, **k):
+            makers = pending(*a, **k)
+            if self.serial:
+                return [functools.partial(lambda t: t, build(make)) for make in makers]
+            return [functools.partial(build, make) for make in makers]
+
+        self.patch(batched, "pending_batch", pending_then_build)
         self.patch_timed(batch_module, "trace_summary_row", "builder: summary row")
         self.patch_timed(Trace, "save", "savers: save (summed over threads)")
         return self
@@ -190,15 +205,27 @@ def pipeline(args: argparse.Namespace, model, tok, device: torch.device) -> None
     print(f"analyze_many pipeline: {len(prompts)} prompts of {args.min_len}-{args.max_len} tokens, batch {bs}, "
           f"{n} new tokens, SDPA backends: {args.sdpa}")
     bb.traced(model, tok, prompts[:2], 2, 2, device, True)  # kernels compiled, outside the timings
-    runs = (("plain generate, shapes new to it", None), ("analyze_many, shapes new to it", False),
-            ("plain generate, warm", None), ("analyze_many, warm", False), ("analyze_many, warm, in memory", True))
-    for label, in_memory in runs:
+    fast = 0.0005  # seconds: sys.setswitchinterval's for the runs that say so (CPython's default is 0.005)
+    # (label, in memory: None for plain generate, serial, switch interval)
+    runs = [("plain generate, shapes new to it", None, False, None), ("analyze_many, shapes new to it", False, False, None),
+            ("plain generate, warm", None, False, None), ("analyze_many, warm", False, False, None),
+            ("analyze_many, warm, in memory", True, False, None)]
+    if args.pipeline_variants:
+        runs += [("analyze_many, warm, in memory, built serially on the main thread", True, True, None),
+                 (f"analyze_many, warm, in memory, switch interval {fast * 1e3:g} ms", True, False, fast),
+                 (f"analyze_many, warm, switch interval {fast * 1e3:g} ms", False, False, fast)]
+    default_interval = sys.getswitchinterval()
+    for label, in_memory, serial, interval in runs:
         if in_memory is None:
             seconds, tokens = bb.plain_generate(model, tok, prompts, bs, n, device)
             print(f"{label}: {seconds:.1f} s, {tokens / seconds:.1f} tok/s", flush=True)
             continue
-        with PipelineClock() as clock:
-            seconds, tokens = bb.traced(model, tok, prompts, bs, n, device, in_memory)
+        sys.setswitchinterval(interval or default_interval)
+        try:
+            with PipelineClock(serial) as clock:
+                seconds, tokens = bb.traced(model, tok, prompts, bs, n, device, in_memory)
+        finally:
+            sys.setswitchinterval(default_interval)
         print(f"{label}: {seconds:.1f} s, {tokens / seconds:.1f} tok/s", flush=True)
         main_busy = clock.t.get(MAIN_BUSY, 0.0)
         for name, busy in clock.t.items():
@@ -218,6 +245,8 @@ def main() -> None:
     ap.add_argument("--sdpa", choices=("default", "no-cudnn"), default="default")
     ap.add_argument("--rows", type=int, default=20, help="operators listed (0: none)")
     ap.add_argument("--pipeline", type=int, default=0, help="N: analyze_many's loop over N prompts instead")
+    ap.add_argument("--pipeline-variants", action="store_true",
+                    help="with --pipeline: also built serially, and with a shorter GIL switch interval")
     args = ap.parse_args()
     device, dtype = bb.device_and_dtype(args)
     model = bb.build_model(args, args.vocab, device, dtype)
@@ -250,6 +279,13 @@ def main() -> None:
             analyze()
             analyze(prompt_telemetry=False)
         g, a, a_np = timed(generate, device), timed(analyze, device), timed(lambda: analyze(prompt_telemetry=False), device)
+
+        def prefill():
+            with torch.inference_mode():
+                model(**enc, logits_to_keep=1)
+
+        prefill()
+        print(f"plain prefill (one forward of the padded batch, as generate's first step): {timed(prefill, device):.3f} s")
         print(f"plain generate {g:.2f} s | analyze_batch {a:.2f} s ({g / a:.2f}x generate) | "
               f"without prompt telemetry {a_np:.2f} s")
         with Phases(device) as phases:

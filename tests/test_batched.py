@@ -144,6 +144,43 @@ def test_sequences_ending_at_different_steps(tok, gqa):
             assert int(t.generated_ids[-1]) in eos and not np.isin(t.generated_ids[:-1], eos).any()
 
 
+def test_decode_rows_are_scored_together_and_the_chunking_changes_nothing(tok, gqa, monkeypatch):
+    """A padded batch's decode steps keep each layer's query row and keys (no op per layer) and
+    score all layers at the step's end in one batched matmul, masked keys at -inf: the same
+    traces as scoring layer by layer in one-step chunks (the old path, forced here)."""
+    from corevital_widgets.engine import step_chunks
+    from corevital_widgets.engine.collector import Collector
+
+    kw = dict(max_new_tokens=6, min_new_tokens=6)
+    prompts = PROMPTS[:5]
+    kept = []
+    real = Collector.on_step_query
+    monkeypatch.setattr(Collector, "on_step_query", lambda self, *a, **k: kept.append((a[1].shape, a[4])) or real(self, *a, **k))
+    together = analyze_batch(gqa, prompts, tok, **kw)
+    layers = gqa.config.num_hidden_layers
+    assert len(kept) == 5 * layers, "every decode step of every layer goes through the deferred scoring"
+    assert all(shape[0] == 5 and valid is not None and valid.shape[0] == 5 for shape, valid in kept), \
+        "batched query rows [B, H, d], with the padded keys masked"
+    monkeypatch.setattr(batched, "_step_keys_valid", lambda mask, n: False)  # layer by layer
+    monkeypatch.setattr(step_chunks, "CHUNK_SCORE_BYTES", 1)  # one-step chunks
+    monkeypatch.setattr(batched, "BATCH_CHUNK_SCORE_BYTES", 1)
+    kept.clear()
+    per_layer = analyze_batch(gqa, prompts, tok, **kw)
+    assert not kept
+    for prompt, a, b in zip(prompts, together, per_layer):
+        assert_same_trace(a, b, prompt)
+
+
+def test_the_chunk_budget_follows_the_batch_budget(tok, gqa):
+    structure = inspect_model(gqa)
+    assert batched.chunk_score_budget(2**20) == batched.step_chunks.CHUNK_SCORE_BYTES  # never below the default
+    assert batched.chunk_score_budget(2**40) == batched.BATCH_CHUNK_SCORE_BYTES  # capped
+    # longer chunks of score rows count in the estimate (the rows and their reduction's temporaries)
+    small = batch_bytes_estimate(gqa, structure, 32, 4000, 64, chunk_score_bytes=2**20)
+    large = batch_bytes_estimate(gqa, structure, 32, 4000, 64, chunk_score_bytes=2**30)
+    assert large > small
+
+
 # ------------------------------------------------------------------------------ memory
 def test_too_large_batch_is_split_under_a_small_budget(tok, gqa):
     prompts = PROMPTS[:5]

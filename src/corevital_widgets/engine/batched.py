@@ -81,7 +81,8 @@ from .prompt_attention import (
     cpu_prompt_supported,
     fused_row_partials,
 )
-from .step_chunks import StepChunks
+from . import step_chunks
+from .step_chunks import CHUNK_STEPS, StepChunks, chunk_steps
 from .structure import ModelStructure, Stack, execution_device, inspect_model
 from .triton_prompt import FusedBatch, fused_prompt_batch, fused_prompt_supported
 
@@ -89,6 +90,11 @@ from .triton_prompt import FusedBatch, fused_prompt_batch, fused_prompt_supporte
 DEFAULT_CPU_BATCH_BYTES = 4 * 2**30
 #: Share of the free CUDA memory a batch may use by default.
 CUDA_FREE_SHARE = 0.8
+#: Ceiling of a batched run's budget for a chunk of score rows, bytes (see chunk_score_budget).
+BATCH_CHUNK_SCORE_BYTES = 512 * 2**20
+#: float32 arrays of a chunk's score-row size alive while it is reduced (the buffer, the softmax
+#: weights, and the entropy's and variance's temporaries).
+SCORE_REDUCTION_COPIES = 5
 
 #: generate keyword arguments known to act on every sequence of a batch as on the sequence alone
 #: (they do not read the padded ids); any other one sends the prompts through batch size 1.
@@ -141,7 +147,7 @@ class BatchedCollector(Collector):
     """:class:`.collector.Collector` for B sequences at once (see the module docstring)."""
 
     def __init__(self, model: nn.Module, structure: ModelStructure, input_ids: torch.Tensor,
-                 spans: list[tuple[int, int]], **kwargs: Any) -> None:
+                 spans: list[tuple[int, int]], score_bytes: int | None = None, **kwargs: Any) -> None:
         super().__init__(model, structure, input_ids, **kwargs)
         self.batch = int(input_ids.shape[0])
         self.width = int(input_ids.shape[1])  # padded prompt length
@@ -153,7 +159,7 @@ class BatchedCollector(Collector):
         self.chunks = StepChunks(self.max_steps, self.top_k, lm_head=lm_head, final_norm=structure.final_norm,
                                  lens_scale=kwargs.get("lens_scale", 1.0),
                                  lens_device=execution_device(lm_head) if lm_head is not None else None,
-                                 batch=self.batch, vocab=vocab)
+                                 batch=self.batch, vocab=vocab, score_bytes=score_bytes)
         self._plain_masks: dict[tuple, bool] = {}
         self._prompt_final_rows: torch.Tensor | None = None  # flat [B*P] rows of the final states kept
         #: the sequence whose first logits are checked against its prompt alone (the most padded)
@@ -515,7 +521,22 @@ def observe_batched_call(collector: BatchedCollector, module: nn.Module, query: 
         if step:
             collector.on_step_scores(entry, *_step_rows(module, query, key, attention_mask, spec))
     elif stack.role != "encoder":
-        collector.on_step_scores(entry, *_step_rows(module, query, key, attention_mask, spec))
+        valid = _step_keys_valid(attention_mask, key.shape[-2])
+        if spec.plain and valid is not False and (valid is not None or spec.sliding_window is None):
+            # keep references only: every layer's rows are scored together at the step's end
+            collector.on_step_query(entry, query[:, :, -1, :], key, spec.softmax_scale(query), valid)  # type: ignore[arg-type]
+        else:
+            collector.on_step_scores(entry, *_step_rows(module, query, key, attention_mask, spec))
+
+
+def _step_keys_valid(mask: torch.Tensor | None, n_keys: int) -> torch.Tensor | None | bool:
+    """The keys a decode step's mask [B|1, 1, 1, S] lets through, [B|1, n_keys] bool; None
+    without a mask; False for a mask the deferred scoring does not model (float, per head)."""
+    if mask is None:
+        return None
+    if mask.dtype != torch.bool or mask.shape[1] != 1 or mask.shape[-2] != 1 or mask.shape[-1] < n_keys:
+        return False
+    return mask[:, 0, -1, :n_keys]
 
 
 def _fused_prompt_pass(collector: BatchedCollector, entry: tuple[Stack, int], module: nn.Module, query: torch.Tensor,
@@ -563,13 +584,22 @@ def _text_config(model: Any) -> Any:
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
+def chunk_score_budget(batch_bytes: int) -> int:
+    """The budget of a batched run's chunk of score rows, bytes: 1/64 of the batch's budget,
+    between CHUNK_SCORE_BYTES and BATCH_CHUNK_SCORE_BYTES. A batch of 32 sequences of an 8B
+    model has 117 MB of rows per step: a larger chunk reduces several steps in one set of ops."""
+    return int(min(BATCH_CHUNK_SCORE_BYTES, max(step_chunks.CHUNK_SCORE_BYTES, batch_bytes // 64)))
+
+
 def batch_bytes_estimate(model: Any, structure: ModelStructure, n_seqs: int, prompt_len: int, max_new_tokens: int,
                          *, prompt_telemetry: bool = True, tile_bytes: int = DEFAULT_TILE_BYTES,
-                         max_sparse_bytes: int = DEFAULT_MAX_SPARSE_BYTES) -> int:
+                         max_sparse_bytes: int = DEFAULT_MAX_SPARSE_BYTES, chunk_score_bytes: int | None = None) -> int:
     """Estimated peak memory of one batched run beyond the weights, bytes: the model's KV cache
     and prefill activations (and eager attention's [B, H, P, P] weights), plus the collector's
-    own buffers: one step's score rows [B, L, H, S], the [B, V] logits with their float32
-    log-softmax temporaries, the prefill's final states kept for prompt surprisal, and one
+    own buffers: a chunk of steps' score rows [chunk, B, L, H, S] with their reduction's
+    temporaries (the chunk sized as :func:`.step_chunks.chunk_steps` sizes it for
+    ``chunk_score_bytes``), the chunk's [chunk, B, V] logits with their float32 log-softmax
+    temporaries, the prefill's final states kept for prompt surprisal, and one
     layer's prompt pass: the tile / sparse buffer (``tile_bytes``, for the whole batch), the
     per-row statistics [5, B, H, P] float32 and every sequence's compacted entries of the layer
     (its share of ``max_sparse_bytes``, at 8 bytes an entry on the device)."""
@@ -588,8 +618,10 @@ def batch_bytes_estimate(model: Any, structure: ModelStructure, n_seqs: int, pro
     impl = getattr(model.config, "_attn_implementation", None)
     if impl in (None, "eager"):
         prefill += 2 * n_seqs * heads * prompt_len * prompt_len * 4
-    scores = n_seqs * structure.step.num_layers * heads * (total + 1) * 4
-    logits = n_seqs * vocab * (elt + 12)
+    step_rows = (n_seqs, structure.step.num_layers, heads, total)
+    steps = min(max(1, max_new_tokens), chunk_steps(step_rows, n_seqs, vocab, chunk_score_bytes))
+    scores = SCORE_REDUCTION_COPIES * steps * n_seqs * structure.step.num_layers * heads * (total + CHUNK_STEPS) * 4
+    logits = steps * n_seqs * vocab * (elt + 12)
     final = n_seqs * prompt_len * hidden * elt if prompt_telemetry else 0
     prompt_layers = max(1, structure.prompt.num_layers)
     prompt_pass = (tile_bytes + 5 * n_seqs * heads * prompt_len * 4
@@ -732,7 +764,8 @@ def pending_batch(model: Any, prompts: list[str], tokenizer: Any | None = None, 
         need = batch_bytes_estimate(model, structure, len(order), max(encoded[i].numel() for i in order),
                                     int(max_new_tokens), prompt_telemetry=kw.get("prompt_telemetry", True),
                                     tile_bytes=kw.get("attention_tile_bytes", DEFAULT_TILE_BYTES),
-                                    max_sparse_bytes=kw.get("max_sparse_bytes", DEFAULT_MAX_SPARSE_BYTES))
+                                    max_sparse_bytes=kw.get("max_sparse_bytes", DEFAULT_MAX_SPARSE_BYTES),
+                                    chunk_score_bytes=chunk_score_budget(budget))
         note = (f"a batch of {len(order)} prompts needs about {need / 2**20:.0f} MiB, over the budget of "
                 f"{budget / 2**20:.0f} MiB (batch_bytes): split into batches of {sizes}")
         warnings.warn(f"corevital: {note}", RuntimeWarning, stacklevel=2)
@@ -741,7 +774,7 @@ def pending_batch(model: Any, prompts: list[str], tokenizer: Any | None = None, 
         members = order[start : start + len(group)]
         start += len(group)
         for i, make in zip(members, _run_or_split(model, structure, routes, tokenizer, [prompts[i] for i in members],
-                                                  [encoded[i] for i in members], kw, device)):
+                                                  [encoded[i] for i in members], kw, device, budget)):
             traces[i] = make if note is None else _noted(make, note)
     return traces  # type: ignore[return-value]
 
@@ -757,7 +790,8 @@ def _split(model: Any, structure: ModelStructure, lengths: list[int], max_new_to
         estimate = batch_bytes_estimate(model, structure, len(trial), max(trial), max_new_tokens,
                                         prompt_telemetry=kw.get("prompt_telemetry", True),
                                         tile_bytes=kw.get("attention_tile_bytes", DEFAULT_TILE_BYTES),
-                                        max_sparse_bytes=kw.get("max_sparse_bytes", DEFAULT_MAX_SPARSE_BYTES))
+                                        max_sparse_bytes=kw.get("max_sparse_bytes", DEFAULT_MAX_SPARSE_BYTES),
+                                        chunk_score_bytes=chunk_score_budget(budget))
         if current and estimate > budget:
             groups.append(current)
             current = [n]
@@ -800,12 +834,13 @@ def _noted(make: PendingTrace, note: str) -> PendingTrace:
 
 
 def _run_or_split(model: Any, structure: ModelStructure, routes: dict[int, str], tokenizer: Any, prompts: list[str],
-                  encoded: list[torch.Tensor], kw: dict[str, Any], device: torch.device) -> list[PendingTrace]:
+                  encoded: list[torch.Tensor], kw: dict[str, Any], device: torch.device,
+                  budget: int) -> list[PendingTrace]:
     """One batch; out of memory: two halves; not exact in a batch: one prompt at a time."""
     if len(prompts) == 1:
         return [_ready(_analyze_one(model, prompts[0], tokenizer, kw))]
     try:
-        return _run_batch(model, structure, routes, tokenizer, prompts, encoded, kw, device)
+        return _run_batch(model, structure, routes, tokenizer, prompts, encoded, kw, device, budget)
     except BatchUnsupported as exc:
         why = str(exc)
     except ValueError as exc:  # e.g. a refusal: alone, each prompt gets batch size 1's own answer
@@ -820,16 +855,18 @@ def _run_or_split(model: Any, structure: ModelStructure, routes: dict[int, str],
                       f"{half} + {len(prompts) - half}", RuntimeWarning, stacklevel=3)
         split = f"split after running out of memory in a batch of {len(prompts)}"
         return [_noted(make, split) for part in (slice(0, half), slice(half, None))
-                for make in _run_or_split(model, structure, routes, tokenizer, prompts[part], encoded[part], kw, device)]
+                for make in _run_or_split(model, structure, routes, tokenizer, prompts[part], encoded[part], kw, device,
+                                          budget)]
     warnings.warn(f"corevital: {len(prompts)} prompts traced one at a time, not batched: {why}", RuntimeWarning,
                   stacklevel=3)
     return [_ready(t) for t in _alone(model, prompts, tokenizer, kw, why)]
 
 
 def _run_batch(model: Any, structure: ModelStructure, routes: dict[int, str], tokenizer: Any, prompts: list[str],
-               encoded: list[torch.Tensor], kw: dict[str, Any], device: torch.device) -> list[PendingTrace]:
+               encoded: list[torch.Tensor], kw: dict[str, Any], device: torch.device, budget: int) -> list[PendingTrace]:
     """One batch through generate (the device work, on this thread); returns a builder per
-    sequence that makes its Trace from host memory alone."""
+    sequence that makes its Trace from host memory alone. ``budget``: the batch memory budget
+    (sizes the chunks of score rows)."""
     from .analyze import _build_trace, _implementation, _lens_scale, trace_model_meta
 
     t_start = time.perf_counter()
@@ -867,7 +904,8 @@ def _run_batch(model: Any, structure: ModelStructure, routes: dict[int, str], to
     t_gen = time.perf_counter()
     with preserved_model_state(model), tapped_attention(tapped, _implementation(model)):
         collector = BatchedCollector(
-            model, structure, input_ids, spans, max_steps=max_new_tokens, top_k=top_k,
+            model, structure, input_ids, spans, score_bytes=chunk_score_budget(budget), max_steps=max_new_tokens,
+            top_k=top_k,
             prompt_telemetry=prompt_telemetry, attention_threshold=threshold, attention_cap=cap,
             tile_bytes=int(kw.get("attention_tile_bytes", DEFAULT_TILE_BYTES)),
             max_sparse_bytes=int(kw.get("max_sparse_bytes", DEFAULT_MAX_SPARSE_BYTES)), logit_lens=logit_lens,

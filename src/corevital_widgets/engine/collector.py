@@ -33,8 +33,8 @@ from .structure import ModelStructure, Stack, execution_device
 #: Default ceiling for the sparse prompt attention of a run (uncapped estimate), bytes.
 DEFAULT_MAX_SPARSE_BYTES = 512 * 2**20
 
-#: Largest stack of one decode step's keys (all layers) scored in one batched matmul, bytes;
-#: longer caches are scored layer by layer (they are GPU-bound, not launch-bound, anyway).
+#: Largest stack of one decode step's keys (several layers) scored in one batched matmul, bytes;
+#: the layers are taken in groups that fit (a long cache: one layer at a time, GPU-bound anyway).
 STEP_BATCH_BYTES = 256 * 2**20
 
 
@@ -207,8 +207,9 @@ class Collector:
         self._tokens_known = 0  # steps whose chosen token is recorded
         # this step's masked score rows [H, S] per layer, with the softmax scale still to apply
         self._step_rows: dict[int, tuple[torch.Tensor, float]] = {}
-        # decode steps: per layer the query row [H, d], the keys [Hkv, S, d] and the softmax scale
-        self._step_queries: dict[int, tuple[torch.Tensor, torch.Tensor, float]] = {}
+        # decode steps: per layer the query row [(B,) H, d], the keys [(B,) Hkv, S, d], the softmax
+        # scale and the valid keys [B, S] (None: all); see on_step_query
+        self._step_queries: dict[int, tuple[torch.Tensor, torch.Tensor, float, torch.Tensor | None]] = {}
         self._step_vecs: dict[int, torch.Tensor] = {}  # this step's vector [D] per layer
         self._prev_hidden: torch.Tensor | None = None  # prompt pass: previous layer [P, D]
         self._prompt_heads: dict[int, torch.Tensor] = {}
@@ -575,34 +576,44 @@ class Collector:
         self._once_per_forward(entry)
         self._step_rows[entry[1]] = (scores, scale)
 
-    def on_step_query(self, entry: tuple[Stack, int], query: torch.Tensor, key: torch.Tensor, scale: float) -> None:
-        """Keep references to one layer's query row [H, d] and keys [Hkv, S, d] of a decode step
-        (no copy, no op); their score rows are computed for all layers at once at the step's end."""
+    def on_step_query(self, entry: tuple[Stack, int], query: torch.Tensor, key: torch.Tensor, scale: float,
+                      valid: torch.Tensor | None = None) -> None:
+        """Keep references to one layer's query row and keys of a decode step (no copy, no op):
+        query [H, d] and keys [Hkv, S, d] of one sequence, or [B, H, d] and [B, Hkv, S, d] of a
+        batch, with ``valid`` [B|1, S] bool the keys its mask lets through (None: all). Their
+        score rows are computed for all layers at once at the step's end."""
         self._once_per_forward(entry)
-        self._step_queries[entry[1]] = (query, key, scale)
+        self._step_queries[entry[1]] = (query, key, scale, valid)
 
     def _score_rows_of_queries(self) -> None:
-        """Score rows (unscaled; decode rows have no mask) of the step's kept queries, into
-        ``_step_rows``: per device, one batched matmul over its layers when they share shapes
-        and dtype and their stacked keys fit STEP_BATCH_BYTES, else one matmul per layer."""
+        """Score rows (unscaled, masked keys at -inf) of the step's kept queries, into
+        ``_step_rows``: layers that share device, shapes, dtype and mask are stacked and scored
+        in one batched matmul, as many at once as fit STEP_BATCH_BYTES of keys."""
         kept = self._step_queries
         self._step_queries = {}
-        by_device: dict[torch.device, list[int]] = {}
+        groups: dict[tuple, list[int]] = {}
         for i in sorted(kept):
-            by_device.setdefault(kept[i][0].device, []).append(i)
-        for layers in by_device.values():
-            items = [(i, *kept[i]) for i in layers]
-            q0, k0 = items[0][1], items[0][2]
-            uniform = all(q.shape == q0.shape and k.shape == k0.shape and k.dtype == k0.dtype for _, q, k, _ in items)
-            if len(items) > 1 and uniform and len(items) * k0.numel() * k0.element_size() <= STEP_BATCH_BYTES:
-                q = torch.stack([q for _, q, _, _ in items])[:, :, None, :]  # [Lg, H, 1, d]
-                k = torch.stack([k for _, _, k, _ in items])  # [Lg, Hkv, S, d]
-                rows = metrics.grouped_matmul(q, k.transpose(-1, -2))[:, :, 0, :]
-                for j, (i, *_, scale) in enumerate(items):
-                    self._step_rows[i] = (rows[j], scale)
-            else:
-                for i, q, k, scale in items:
-                    self._step_rows[i] = (metrics.grouped_matmul(q[None, :, None, :], k[None].transpose(-1, -2))[0, :, 0, :], scale)
+            q, k, _, valid = kept[i]
+            mask_id = None if valid is None else (valid.data_ptr(), tuple(valid.shape), tuple(valid.stride()))
+            groups.setdefault((q.device, tuple(q.shape), q.dtype, tuple(k.shape), k.dtype, mask_id), []).append(i)
+        for layers in groups.values():
+            k0, valid = kept[layers[0]][1], kept[layers[0]][3]
+            per = max(1, STEP_BATCH_BYTES // max(1, k0.numel() * k0.element_size()))
+            hidden = None if valid is None else ~valid[None, :, None, :]  # [1, B|1, 1, S]: keys masked out
+            for g0 in range(0, len(layers), per):
+                part = layers[g0 : g0 + per]
+                # [Lg, B, H, d] and [Lg, B, Hkv, S, d] (one sequence: B = 1)
+                q = torch.stack([kept[i][0] for i in part]) if len(part) > 1 else kept[part[0]][0][None]
+                k = torch.stack([kept[i][1] for i in part]) if len(part) > 1 else kept[part[0]][1][None]
+                if q.dim() == 3:
+                    q, k = q[:, None], k[:, None]
+                lg, b, h, d = q.shape
+                rows = metrics.grouped_matmul(q.reshape(lg * b, h, 1, d), k.reshape(lg * b, *k.shape[2:]).transpose(-1, -2))
+                rows = rows.reshape(lg, b, h, -1)
+                if hidden is not None:
+                    rows = rows.masked_fill(hidden, float("-inf"))
+                for j, i in enumerate(part):
+                    self._step_rows[i] = (rows[j] if kept[i][0].dim() == 3 else rows[j, 0], kept[i][2])
 
     def _step_score_matrix(self) -> tuple[torch.Tensor, list[float]] | None:
         """This step's score rows of all attention layers [L, H, S] (unscaled, layer order) and

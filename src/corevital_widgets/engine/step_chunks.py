@@ -9,13 +9,14 @@ whole chunk. Results are the same numbers, computed by the same formulas, batche
 
 A chunk is reduced when it is full and the token of its last step is known (at the next
 step's start), and at the end of the run. Memory: the chunk's score rows are bounded by
-``budget_bytes`` (long contexts get shorter chunks, down to one step).
+CHUNK_SCORE_BYTES (long contexts get shorter chunks, down to one step).
 
 Batched analysis (:mod:`.batched`) puts the same inputs with a leading batch dimension after
 the step one (logits [B, V], vectors [B, D], score rows [B, L, H, S], tokens [B]); every
 buffer and output then has shape [steps, B, ...] and the formulas run over all sequences of
 the chunk at once. With ``batch`` set, the chunk's float32 logits [chunk, B, V] are also bounded
-by LOGIT_CHUNK_BYTES.
+by LOGIT_CHUNK_BYTES, and the score rows get a larger budget than CHUNK_SCORE_BYTES when the
+batch's memory budget allows (a batch of 32 sequences' rows of one step already exceed it).
 """
 
 from __future__ import annotations
@@ -38,6 +39,24 @@ LOGIT_CHUNK_BYTES = 256 * 2**20
 REPETITION_PREVIOUS = 3
 
 
+def chunk_steps(score_shape: tuple[int, ...] | None, batch: int | None = None, vocab: int | None = None,
+                score_bytes: int | None = None) -> int:
+    """Steps per chunk (at least 1, at most CHUNK_STEPS) for score rows of one step of shape
+    ``score_shape`` [..., L, H, S] (None: no attention rows): the chunk's float32 rows
+    [chunk, ..., L, H, S + CHUNK_STEPS] fit ``score_bytes`` (default CHUNK_SCORE_BYTES), and with
+    ``batch`` and ``vocab`` its float32 logits [chunk, batch, vocab] fit LOGIT_CHUNK_BYTES."""
+    limit = CHUNK_STEPS
+    if score_shape is not None:  # any leading batch dimensions count too
+        n_rows = 1
+        for n in score_shape[:-1]:
+            n_rows *= n
+        budget = CHUNK_SCORE_BYTES if score_bytes is None else score_bytes
+        limit = min(limit, budget // (n_rows * (score_shape[-1] + CHUNK_STEPS) * 4))
+    if batch is not None and vocab:
+        limit = min(limit, LOGIT_CHUNK_BYTES // (batch * vocab * 4))
+    return max(1, limit)
+
+
 class StepChunks:
     """Raw per-step inputs of up to ``chunk`` steps and the per-step outputs they reduce to.
 
@@ -51,8 +70,10 @@ class StepChunks:
     def __init__(self, max_steps: int, top_k: int, *, lm_head: torch.nn.Module | None = None,
                  final_norm: torch.nn.Module | None = None, lens_scale: float = 1.0,
                  lens_device: torch.device | None = None, batch: int | None = None,
-                 vocab: int | None = None) -> None:
+                 vocab: int | None = None, score_bytes: int | None = None) -> None:
         self.max_steps, self.top_k = max_steps, top_k
+        #: budget of a chunk's score rows, bytes (None: CHUNK_SCORE_BYTES)
+        self.score_bytes = score_bytes
         #: sequences per step (batched analysis; None: one sequence, no batch dimension) and the
         #: vocabulary size (bounds the chunk's logits when batched)
         self.batch, self.vocab = batch, vocab
@@ -101,19 +122,12 @@ class StepChunks:
     # ------------------------------------------------------------ per step: copies only
     def begin_step(self, step: int, score_shape: tuple[int, int, int] | None) -> None:
         """Called once per step before its ``put_*``; a chunk's first step sizes the chunk so
-        that its score rows [chunk, L, H, S + chunk] fit CHUNK_SCORE_BYTES."""
+        that its score rows [chunk, L, H, S + chunk] fit the score budget (:func:`chunk_steps`)."""
         if step != self.start:
             self._slot(step)
             return
-        limit = CHUNK_STEPS
-        if score_shape is not None:  # [..., L, H, S]: any leading batch dimensions count too
-            n_rows = 1
-            for n in score_shape[:-1]:
-                n_rows *= n
-            limit = min(limit, CHUNK_SCORE_BYTES // (n_rows * (score_shape[-1] + CHUNK_STEPS) * 4))
-        if self.batch is not None and self.vocab:
-            limit = min(limit, LOGIT_CHUNK_BYTES // (self.batch * self.vocab * 4))
-        self.chunk = max(1, min(limit, self.max_steps - self.start))
+        self.chunk = min(chunk_steps(score_shape, self.batch, self.vocab, self.score_bytes),
+                         self.max_steps - self.start)
 
     def put_scores(self, step: int, scores: torch.Tensor, scales: list[float]) -> None:
         """Score rows [L, H, S] (batched: [B, L, H, S]) of ``step`` (masked keys at -inf, not
