@@ -6,7 +6,8 @@ both on shapes they have already run (the steady state of a dataset run).
     python benchmarks/profile_batch.py --device cpu --layers 2 --hidden 64 --batch 4 --new-tokens 8   # smoke
 
 Prints:
-1. seconds per batch: plain generate; analyze_batch; analyze_batch without prompt telemetry;
+1. seconds per batch: plain generate; its prefill alone (one forward of the padded batch);
+   analyze_batch; analyze_batch without prompt telemetry;
    and analyze_batch's phases, each boundary synchronised (so their sum exceeds the overlapped
    run a little): the prefill forward with its hooks (the prompt pass), the decode steps,
    ``finish_batch`` (last reductions, host copies), the padding probe, assembling each
@@ -23,6 +24,11 @@ run, where its wall time went: the main thread's device work (``pending_batch``)
 the previous batch's traces to be built and saved, and the builder and saver threads' busy time.
 
     python benchmarks/profile_batch.py --pipeline 192
+    python benchmarks/profile_batch.py --pipeline 192 --pipeline-variants   # + built serially, GIL switch 0.5 ms
+
+``--pipeline-variants`` adds three analyze_many runs in memory or saving: each batch's traces built
+serially on the main thread (nothing beside its device work: the device work alone), and a shorter
+GIL switch interval (does the main thread wait for the GIL after its host synchronisations?).
 """
 
 from __future__ import annotations

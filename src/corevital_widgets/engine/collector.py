@@ -86,7 +86,9 @@ def recomputation_error(module: nn.Module, query: torch.Tensor, key: torch.Tenso
     """Relative difference between the model's attention output and corevital's recomputation
     (probabilities times values) on the first, middle and last query rows (one host sync)."""
     n = query.shape[-2]
-    rows = torch.unique(torch.tensor([0, n // 2, n - 1], device=query.device))
+    # the index is made on the host and copied without waiting: torch.tensor(..., device=cuda) and
+    # torch.unique would each stop the launching thread until the device caught up
+    rows = torch.tensor(sorted({0, n // 2, n - 1})).to(query.device, non_blocking=True)
     return output_mismatch(module, query, key, value, mask, spec, output, rows)
 
 
