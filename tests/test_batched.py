@@ -161,7 +161,7 @@ def test_decode_rows_are_scored_together_and_the_chunking_changes_nothing(tok, g
     assert len(kept) == 5 * layers, "every decode step of every layer goes through the deferred scoring"
     assert all(shape[0] == 5 and valid is not None and valid.shape[0] == 5 for shape, valid in kept), \
         "batched query rows [B, H, d], with the padded keys masked"
-    monkeypatch.setattr(batched, "_step_keys_valid", lambda mask, n: False)  # layer by layer
+    monkeypatch.setattr(batched, "_step_keys_valid", lambda mask, n: (False, None))  # layer by layer
     monkeypatch.setattr(step_chunks, "CHUNK_SCORE_BYTES", 1)  # one-step chunks
     monkeypatch.setattr(batched, "BATCH_CHUNK_SCORE_BYTES", 1)
     kept.clear()

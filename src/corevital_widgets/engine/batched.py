@@ -19,7 +19,10 @@ How padding is kept out of every statistic (shared/METRICS.md, "Batched analysis
   torch path with the sliced mask, one sequence at a time, within ``attention_tile_bytes``.
 - Per-step data (logits [B, V], layer vectors [B, D], score rows [B, L, H, S] with padded keys
   at -inf from the model's mask) go to one :class:`.step_chunks.StepChunks` with a batch
-  dimension: every per-step formula runs once per chunk over all sequences.
+  dimension: every per-step formula runs once per chunk over all sequences (a chunk's score rows
+  get :func:`chunk_score_budget` of the batch's memory). A decode step's score rows are not
+  computed layer by layer: each layer's query row, keys and boolean key mask are kept, and all
+  layers are scored together at the step's end (``Collector._score_rows_of_queries``).
 - A sequence that ends (EOS) before the others has T_i steps; the steps generate still runs
   for it afterwards are dropped.
 - Exactness is checked, not assumed: the first forward of every block is verified over the real
@@ -521,22 +524,23 @@ def observe_batched_call(collector: BatchedCollector, module: nn.Module, query: 
         if step:
             collector.on_step_scores(entry, *_step_rows(module, query, key, attention_mask, spec))
     elif stack.role != "encoder":
-        valid = _step_keys_valid(attention_mask, key.shape[-2])
-        if spec.plain and valid is not False and (valid is not None or spec.sliding_window is None):
+        modelled, valid = _step_keys_valid(attention_mask, key.shape[-2])
+        if spec.plain and modelled and (valid is not None or spec.sliding_window is None):
             # keep references only: every layer's rows are scored together at the step's end
-            collector.on_step_query(entry, query[:, :, -1, :], key, spec.softmax_scale(query), valid)  # type: ignore[arg-type]
+            collector.on_step_query(entry, query[:, :, -1, :], key, spec.softmax_scale(query), valid)
         else:
             collector.on_step_scores(entry, *_step_rows(module, query, key, attention_mask, spec))
 
 
-def _step_keys_valid(mask: torch.Tensor | None, n_keys: int) -> torch.Tensor | None | bool:
-    """The keys a decode step's mask [B|1, 1, 1, S] lets through, [B|1, n_keys] bool; None
-    without a mask; False for a mask the deferred scoring does not model (float, per head)."""
+def _step_keys_valid(mask: torch.Tensor | None, n_keys: int) -> tuple[bool, torch.Tensor | None]:
+    """Whether the deferred scoring models a decode step's mask (a boolean [B|1, 1, 1, S] mask or
+    none; not a float or per-head one), and the keys it lets through, [B|1, n_keys] bool (None
+    without a mask: all)."""
     if mask is None:
-        return None
+        return True, None
     if mask.dtype != torch.bool or mask.shape[1] != 1 or mask.shape[-2] != 1 or mask.shape[-1] < n_keys:
-        return False
-    return mask[:, 0, -1, :n_keys]
+        return False, None
+    return True, mask[:, 0, -1, :n_keys]
 
 
 def _fused_prompt_pass(collector: BatchedCollector, entry: tuple[Stack, int], module: nn.Module, query: torch.Tensor,
