@@ -171,8 +171,9 @@ def profiled(fn, device: torch.device, rows: int, label: str) -> None:
         print(events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60))
 
 
-#: The main thread's device work in PipelineClock's sums.
+#: The main thread's device work in PipelineClock's sums, and its trace building when serial.
 MAIN_BUSY = "main: pending_batch (device work)"
+MAIN_BUILD = "main: assemble + Trace (serial)"
 
 
 class PipelineClock(_Clock):
@@ -189,13 +190,12 @@ class PipelineClock(_Clock):
         from corevital_widgets.trace.trace import Trace
 
         pending = self.timed(MAIN_BUSY, batched.pending_batch)
-        build = self.timed("main: assemble + Trace (serial)" if self.serial else "builder: assemble + Trace",
-                           lambda make: make())
+        build = self.timed(MAIN_BUILD if self.serial else "builder: assemble + Trace", lambda make: make())
 
         def pending_then_build(*a, **k):
             makers = pending(*a, **k)
             if self.serial:
-                return [functools.partial(lambda t: t, build(make)) for make in makers]
+                return [batched._ready(build(make)) for make in makers]
             return [functools.partial(build, make) for make in makers]
 
         self.patch(batched, "pending_batch", pending_then_build)
@@ -233,7 +233,7 @@ def pipeline(args: argparse.Namespace, model, tok, device: torch.device) -> None
         finally:
             sys.setswitchinterval(default_interval)
         print(f"{label}: {seconds:.1f} s, {tokens / seconds:.1f} tok/s", flush=True)
-        main_busy = clock.t.get(MAIN_BUSY, 0.0)
+        main_busy = clock.t.get(MAIN_BUSY, 0.0) + clock.t.get(MAIN_BUILD, 0.0)
         for name, busy in clock.t.items():
             print(f"  {busy:7.2f} s  {name}")
         print(f"  {seconds - main_busy:7.2f} s  main: the rest (waiting for the builder and savers, manifest, set-up)",

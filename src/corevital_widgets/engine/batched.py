@@ -65,7 +65,7 @@ from torch import nn
 
 from ..trace.health import DEFAULT_THRESHOLDS
 from ..trace.trace import Trace
-from . import adapters, metrics
+from . import adapters, metrics, step_chunks
 from .attention import (
     CallSpec,
     attention_probs,
@@ -84,7 +84,6 @@ from .prompt_attention import (
     cpu_prompt_supported,
     fused_row_partials,
 )
-from . import step_chunks
 from .step_chunks import CHUNK_STEPS, StepChunks, chunk_steps
 from .structure import ModelStructure, Stack, execution_device, inspect_model
 from .triton_prompt import FusedBatch, fused_prompt_batch, fused_prompt_supported
@@ -761,15 +760,13 @@ def pending_batch(model: Any, prompts: list[str], tokenizer: Any | None = None, 
     order = sorted((i for i in range(len(prompts)) if traces[i] is None), key=lambda i: (encoded[i].numel(), i))
     if not order:
         return traces  # type: ignore[return-value]
-    groups = _split(model, structure, [encoded[i].numel() for i in order], int(max_new_tokens), kw, budget)
+    score_bytes = chunk_score_budget(budget)
+    groups = _split(model, structure, [encoded[i].numel() for i in order], int(max_new_tokens), kw, budget, score_bytes)
     note = None
     if len(groups) > 1:
         sizes = [len(g) for g in groups]
-        need = batch_bytes_estimate(model, structure, len(order), max(encoded[i].numel() for i in order),
-                                    int(max_new_tokens), prompt_telemetry=kw.get("prompt_telemetry", True),
-                                    tile_bytes=kw.get("attention_tile_bytes", DEFAULT_TILE_BYTES),
-                                    max_sparse_bytes=kw.get("max_sparse_bytes", DEFAULT_MAX_SPARSE_BYTES),
-                                    chunk_score_bytes=chunk_score_budget(budget))
+        need = _estimate(model, structure, len(order), max(encoded[i].numel() for i in order), int(max_new_tokens), kw,
+                         score_bytes)
         note = (f"a batch of {len(order)} prompts needs about {need / 2**20:.0f} MiB, over the budget of "
                 f"{budget / 2**20:.0f} MiB (batch_bytes): split into batches of {sizes}")
         warnings.warn(f"corevital: {note}", RuntimeWarning, stacklevel=2)
@@ -778,24 +775,31 @@ def pending_batch(model: Any, prompts: list[str], tokenizer: Any | None = None, 
         members = order[start : start + len(group)]
         start += len(group)
         for i, make in zip(members, _run_or_split(model, structure, routes, tokenizer, [prompts[i] for i in members],
-                                                  [encoded[i] for i in members], kw, device, budget)):
+                                                  [encoded[i] for i in members], kw, device, score_bytes)):
             traces[i] = make if note is None else _noted(make, note)
     return traces  # type: ignore[return-value]
 
 
+def _estimate(model: Any, structure: ModelStructure, n_seqs: int, prompt_len: int, max_new_tokens: int,
+              kw: dict[str, Any], score_bytes: int) -> int:
+    """:func:`batch_bytes_estimate` of a batch run with the analyze keyword arguments ``kw`` and
+    the chunk budget ``score_bytes``."""
+    return batch_bytes_estimate(model, structure, n_seqs, prompt_len, max_new_tokens,
+                                prompt_telemetry=kw.get("prompt_telemetry", True),
+                                tile_bytes=kw.get("attention_tile_bytes", DEFAULT_TILE_BYTES),
+                                max_sparse_bytes=kw.get("max_sparse_bytes", DEFAULT_MAX_SPARSE_BYTES),
+                                chunk_score_bytes=score_bytes)
+
+
 def _split(model: Any, structure: ModelStructure, lengths: list[int], max_new_tokens: int, kw: dict[str, Any],
-           budget: int) -> list[list[int]]:
+           budget: int, score_bytes: int) -> list[list[int]]:
     """Consecutive groups (lengths ascending) whose estimate fits ``budget`` (a single prompt
     always forms a group: alone it needs what batch size 1 needs)."""
     groups: list[list[int]] = []
     current: list[int] = []
     for n in lengths:
         trial = current + [n]
-        estimate = batch_bytes_estimate(model, structure, len(trial), max(trial), max_new_tokens,
-                                        prompt_telemetry=kw.get("prompt_telemetry", True),
-                                        tile_bytes=kw.get("attention_tile_bytes", DEFAULT_TILE_BYTES),
-                                        max_sparse_bytes=kw.get("max_sparse_bytes", DEFAULT_MAX_SPARSE_BYTES),
-                                        chunk_score_bytes=chunk_score_budget(budget))
+        estimate = _estimate(model, structure, len(trial), max(trial), max_new_tokens, kw, score_bytes)
         if current and estimate > budget:
             groups.append(current)
             current = [n]
@@ -839,12 +843,12 @@ def _noted(make: PendingTrace, note: str) -> PendingTrace:
 
 def _run_or_split(model: Any, structure: ModelStructure, routes: dict[int, str], tokenizer: Any, prompts: list[str],
                   encoded: list[torch.Tensor], kw: dict[str, Any], device: torch.device,
-                  budget: int) -> list[PendingTrace]:
+                  score_bytes: int) -> list[PendingTrace]:
     """One batch; out of memory: two halves; not exact in a batch: one prompt at a time."""
     if len(prompts) == 1:
         return [_ready(_analyze_one(model, prompts[0], tokenizer, kw))]
     try:
-        return _run_batch(model, structure, routes, tokenizer, prompts, encoded, kw, device, budget)
+        return _run_batch(model, structure, routes, tokenizer, prompts, encoded, kw, device, score_bytes)
     except BatchUnsupported as exc:
         why = str(exc)
     except ValueError as exc:  # e.g. a refusal: alone, each prompt gets batch size 1's own answer
@@ -860,17 +864,18 @@ def _run_or_split(model: Any, structure: ModelStructure, routes: dict[int, str],
         split = f"split after running out of memory in a batch of {len(prompts)}"
         return [_noted(make, split) for part in (slice(0, half), slice(half, None))
                 for make in _run_or_split(model, structure, routes, tokenizer, prompts[part], encoded[part], kw, device,
-                                          budget)]
+                                          score_bytes)]
     warnings.warn(f"corevital: {len(prompts)} prompts traced one at a time, not batched: {why}", RuntimeWarning,
                   stacklevel=3)
     return [_ready(t) for t in _alone(model, prompts, tokenizer, kw, why)]
 
 
 def _run_batch(model: Any, structure: ModelStructure, routes: dict[int, str], tokenizer: Any, prompts: list[str],
-               encoded: list[torch.Tensor], kw: dict[str, Any], device: torch.device, budget: int) -> list[PendingTrace]:
+               encoded: list[torch.Tensor], kw: dict[str, Any], device: torch.device,
+               score_bytes: int) -> list[PendingTrace]:
     """One batch through generate (the device work, on this thread); returns a builder per
-    sequence that makes its Trace from host memory alone. ``budget``: the batch memory budget
-    (sizes the chunks of score rows)."""
+    sequence that makes its Trace from host memory alone. ``score_bytes``: the budget of a chunk
+    of score rows (:func:`chunk_score_budget`)."""
     from .analyze import _build_trace, _implementation, _lens_scale, trace_model_meta
 
     t_start = time.perf_counter()
@@ -908,8 +913,7 @@ def _run_batch(model: Any, structure: ModelStructure, routes: dict[int, str], to
     t_gen = time.perf_counter()
     with preserved_model_state(model), tapped_attention(tapped, _implementation(model)):
         collector = BatchedCollector(
-            model, structure, input_ids, spans, score_bytes=chunk_score_budget(budget), max_steps=max_new_tokens,
-            top_k=top_k,
+            model, structure, input_ids, spans, score_bytes=score_bytes, max_steps=max_new_tokens, top_k=top_k,
             prompt_telemetry=prompt_telemetry, attention_threshold=threshold, attention_cap=cap,
             tile_bytes=int(kw.get("attention_tile_bytes", DEFAULT_TILE_BYTES)),
             max_sparse_bytes=int(kw.get("max_sparse_bytes", DEFAULT_MAX_SPARSE_BYTES)), logit_lens=logit_lens,
