@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -272,14 +273,18 @@ def analyze_many(
 
 def _trace_batched(model: Any, tokenizer: Any, prompts: list[str], keys: list[str],
                    summaries: list[dict[str, Any] | None], out: Path | None, batch_size: int,
-                   analyze_kwargs: dict[str, Any], save_manifest: Any, bar: Any) -> dict[int, "Trace"]:
+                   analyze_kwargs: dict[str, Any], save_manifest: Any, bar: Any,
+                   device_lock: AbstractContextManager[Any] | None = None) -> dict[int, "Trace"]:
     """analyze_many's batched loop: the prompts still to trace, shortest first, ``batch_size`` per
     generate call. A batch's device work runs on this thread; its traces are then built from host
     memory on a builder thread (numpy copies, mostly free of the GIL) and saved on saver threads
     (zstd releases the GIL) while the next batch generates. At most one batch is being built and
     saved while the next runs; its manifest entries are written once its files are on disk (a
-    crash before that re-traces them: resuming trusts files, not the manifest). Returns the traces
-    by prompt index when there is no ``out``."""
+    crash before that re-traces them: resuming trusts files, not the manifest). Nothing runs on
+    the device after the last batch, so its traces are built on every saver thread at once.
+    ``device_lock`` is held around each batch's device work (a Ray actor runs two calls at once,
+    one on the device while the other builds and saves). Returns the traces by prompt index when
+    there is no ``out``."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
     from .engine.batched import pending_batch
@@ -314,10 +319,13 @@ def _trace_batched(model: Any, tokenizer: Any, prompts: list[str], keys: list[st
         in_flight: tuple[list[int], list[Future]] | None = None
         for b0 in range(0, len(todo), batch_size):
             members = todo[b0 : b0 + batch_size]
-            makers = pending_batch(model, [prompts[i] for i in members], tokenizer, **analyze_kwargs)
+            with device_lock or nullcontext():
+                makers = pending_batch(model, [prompts[i] for i in members], tokenizer, **analyze_kwargs)
             if in_flight is not None:
                 collect(*in_flight)
-            in_flight = (members, [builder.submit(finish, i, make) for i, make in zip(members, makers)])
+            # finish() hands its file to the saver pool without waiting for it: no deadlock there
+            pool = builder if b0 + batch_size < len(todo) else saver
+            in_flight = (members, [pool.submit(finish, i, make) for i, make in zip(members, makers)])
         if in_flight is not None:
             collect(*in_flight)
     return kept

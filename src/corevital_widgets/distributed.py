@@ -23,7 +23,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import inspect
 import os
+import threading
 import time
 import warnings
 from os import PathLike
@@ -46,6 +48,10 @@ from .trace.storage import ZSTD_LEVEL_DATASET
 
 #: seconds between manifest writes while results stream in (the trace files are the truth).
 MANIFEST_INTERVAL_S = 5.0
+#: calls each actor runs at once: one traces its block on the device (under the actor's lock)
+#: while the other builds and saves the previous block's files, as analyze_many's loop overlaps
+#: them (one block is one batch, so without this every batch's saving would stall the GPU).
+CALLS_PER_ACTOR = 2
 _RESERVED = {"prompt", "prompts", "tokenizer", "out_dir", "progress"}
 
 
@@ -93,6 +99,9 @@ class _TraceWorker:
         self.out = Path(out_dir)
         self.batch_size = batch_size
         self.analyze_kwargs = analyze_kwargs
+        #: held around device work: Ray runs two calls of this actor at once (CALLS_PER_ACTOR), so
+        #: one batch generates while the previous call's traces are built and saved
+        self._device = threading.Lock()
 
     def _saved_summary(self, path: Path) -> dict[str, Any] | None:
         from .trace.storage import TraceFileError, load_trace
@@ -120,12 +129,13 @@ class _TraceWorker:
         if self.batch_size > 1 and len(todo) > 1:
             # analyze_many's batched loop: files saved on threads, all on disk when it returns
             _trace_batched(self.model, self.tokenizer, prompts, keys, summaries, self.out, self.batch_size,
-                           self.analyze_kwargs, lambda: None, tqdm(disable=True))
+                           self.analyze_kwargs, lambda: None, tqdm(disable=True), device_lock=self._device)
             for j in todo:
                 traced[j] = True
         else:
             for j in todo:
-                trace = analyze(self.model, prompts[j], self.tokenizer, **self.analyze_kwargs)
+                with self._device:
+                    trace = analyze(self.model, prompts[j], self.tokenizer, **self.analyze_kwargs)
                 trace.save(paths[j], ZSTD_LEVEL_DATASET)  # atomic: temp file + rename
                 summaries[j], traced[j] = trace_summary_row(trace), True
         return pd.DataFrame({
@@ -158,6 +168,22 @@ def _plan_resources(ray: Any, n_blocks: int, num_workers: int | None,
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"num_workers must be a positive int, got {workers!r}")
     return min(workers, n_blocks), float(num_gpus_per_worker), cpus_each
+
+
+def _actor_pool(ray: Any, workers: int) -> tuple[Any, dict[str, Any]]:
+    """A fixed pool of ``workers`` actors running CALLS_PER_ACTOR calls each at once, in threads,
+    and the remote arguments ``map_batches`` needs for it (Ray Data releases differ in how this
+    is asked for: the actor's ``max_concurrency`` where the strategy has no argument for it)."""
+    params = inspect.signature(ray.data.ActorPoolStrategy).parameters
+    remote_args: dict[str, Any] = {}
+    kw: dict[str, Any] = {"size": workers, "max_tasks_in_flight_per_actor": CALLS_PER_ACTOR}
+    if "enable_true_multi_threading" in params:  # otherwise a later call only prefetches its input
+        kw["enable_true_multi_threading"] = True
+    if "max_concurrent_calls_per_actor" in params:
+        kw["max_concurrent_calls_per_actor"] = CALLS_PER_ACTOR
+    else:
+        remote_args["max_concurrency"] = CALLS_PER_ACTOR
+    return ray.data.ActorPoolStrategy(**kw), remote_args
 
 
 def _local_cpus() -> int:
@@ -257,9 +283,10 @@ def ray_analyze_many(
         loggers["ray.data"].setLevel(logging.WARNING)  # keep warnings such as unschedulable workers
         loggers["ray.data._internal.progress"].setLevel(logging.ERROR)  # not "progress bars disabled"
         workers, gpus_each, cpus_each = _plan_resources(ray, n_blocks, num_workers, num_gpus_per_worker)
+        pool, remote_args = _actor_pool(ray, workers)
         # similar lengths together (characters stand for tokens here): less padding in each batch;
-        # longest first, and one block per actor at a time: an actor that finishes takes the next
-        # block, so the run ends with short blocks on every actor, not a queue of long ones on one
+        # longest first, and at most CALLS_PER_ACTOR blocks per actor at a time: an actor that
+        # finishes takes the next block, so the run ends with short blocks on every actor
         rows = [{"index": i, "prompt": prompts[i], "key": keys[i]}
                 for i in sorted(pending, key=lambda i: (-len(prompts[i]), i))]
         ds = ray.data.from_items(rows, override_num_blocks=n_blocks).map_batches(
@@ -267,8 +294,8 @@ def ray_analyze_many(
             fn_constructor_kwargs={"loader": loader, "out_dir": str(out.resolve()), "batch_size": batch_size,
                                    "analyze_kwargs": analyze_kwargs},
             batch_size=per_block, batch_format="pandas",
-            compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
-            num_gpus=gpus_each, num_cpus=cpus_each,
+            compute=pool,
+            num_gpus=gpus_each, num_cpus=cpus_each, **remote_args,
         )
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
             for index, summary, name in zip(batch["index"], batch["summary"], batch["model_name"]):

@@ -81,11 +81,17 @@ def _row_starts(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _row_delta_encode(keys: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Keys as differences within each CSR row (a row's first key kept), in the keys' own
+    unsigned type: keys ascend within a row, so no difference that is kept wraps (those across a
+    row start do, and are overwritten); no wider copies (the largest cost of a dataset save)."""
+    if keys.size == 0:
+        return keys.copy()
     starts, _ = _row_starts(counts)
-    d = keys.astype(np.int64)
-    d[1:] -= keys[:-1].astype(np.int64)
+    d = np.empty_like(keys)
+    d[0] = keys[0]
+    np.subtract(keys[1:], keys[:-1], out=d[1:])
     d[starts] = keys[starts]
-    return d.astype(keys.dtype)
+    return d
 
 
 def _row_delta_decode(deltas: np.ndarray, counts: np.ndarray) -> np.ndarray:
