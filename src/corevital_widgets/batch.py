@@ -271,21 +271,47 @@ def analyze_many(
     return TraceSet(prompts=prompts, keys=keys, summaries=summaries, out_dir=out, _traces=traces)  # type: ignore[arg-type]
 
 
+class TracePools:
+    """The threads a batched run builds and saves its traces on: one builder (numpy copies,
+    mostly free of the GIL; one, so that the thread launching the next batch's device work keeps
+    the GIL most of the time) and up to SAVER_THREADS savers (zstd releases the GIL). A Ray actor
+    keeps one set for all its calls; :func:`_trace_batched` makes its own otherwise."""
+
+    def __init__(self, savers: int = SAVER_THREADS) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.saver = ThreadPoolExecutor(max(1, min(savers, os.cpu_count() or 1)), thread_name_prefix="corevital-save")
+        self.builder = ThreadPoolExecutor(1, thread_name_prefix="corevital-build")
+
+    def close(self) -> None:
+        """Wait for what was handed over, then stop the threads (the builder first: it hands files
+        to the savers)."""
+        self.builder.shutdown(wait=True)
+        self.saver.shutdown(wait=True)
+
+    def __enter__(self) -> "TracePools":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 def _trace_batched(model: Any, tokenizer: Any, prompts: list[str], keys: list[str],
                    summaries: list[dict[str, Any] | None], out: Path | None, batch_size: int,
                    analyze_kwargs: dict[str, Any], save_manifest: Any, bar: Any,
-                   device_lock: AbstractContextManager[Any] | None = None) -> dict[int, "Trace"]:
+                   device_lock: AbstractContextManager[Any] | None = None,
+                   pools: TracePools | None = None) -> dict[int, "Trace"]:
     """analyze_many's batched loop: the prompts still to trace, shortest first, ``batch_size`` per
     generate call. A batch's device work runs on this thread; its traces are then built from host
-    memory on a builder thread (numpy copies, mostly free of the GIL) and saved on saver threads
-    (zstd releases the GIL) while the next batch generates. At most one batch is being built and
-    saved while the next runs; its manifest entries are written once its files are on disk (a
-    crash before that re-traces them: resuming trusts files, not the manifest). Nothing runs on
-    the device after the last batch, so its traces are built on every saver thread at once.
-    ``device_lock`` is held around each batch's device work (a Ray actor runs two calls at once,
-    one on the device while the other builds and saves). Returns the traces by prompt index when
-    there is no ``out``."""
-    from concurrent.futures import Future, ThreadPoolExecutor
+    memory on the builder thread and saved on the saver threads (``pools``; default: made here)
+    while the next batch generates. At most one batch is being built and saved while the next
+    runs; its manifest entries are written once its files are on disk (a crash before that
+    re-traces them: resuming trusts files, not the manifest). Nothing runs on the device after the
+    last batch, so its traces are built on every saver thread at once, unless ``device_lock`` is
+    given: it is held around each batch's device work, for callers that run several of these loops
+    at once (a Ray actor: one call on the device while the previous one builds and saves, on one
+    shared builder thread). Returns the traces by prompt index when there is no ``out``."""
+    from concurrent.futures import Future
 
     from .engine.batched import pending_batch
 
@@ -293,10 +319,8 @@ def _trace_batched(model: Any, tokenizer: Any, prompts: list[str], keys: list[st
     length = {i: len(tokenizer(prompts[i])["input_ids"]) for i in todo}
     todo.sort(key=lambda i: (length[i], i))
     kept: dict[int, "Trace"] = {}
-    savers = max(1, min(SAVER_THREADS, os.cpu_count() or 1, batch_size))
-    # the saver pool is left last: the builder thread hands it the files it makes
-    with ThreadPoolExecutor(savers, thread_name_prefix="corevital-save") as saver, \
-            ThreadPoolExecutor(1, thread_name_prefix="corevital-build") as builder:
+    with (nullcontext(pools) if pools is not None else TracePools(min(SAVER_THREADS, batch_size))) as threads:
+        saver, builder = threads.saver, threads.builder
 
         def finish(i: int, make: Any) -> tuple["Trace", dict[str, Any], Future | None]:
             trace = make()
@@ -324,7 +348,8 @@ def _trace_batched(model: Any, tokenizer: Any, prompts: list[str], keys: list[st
             if in_flight is not None:
                 collect(*in_flight)
             # finish() hands its file to the saver pool without waiting for it: no deadlock there
-            pool = builder if b0 + batch_size < len(todo) else saver
+            last = b0 + batch_size >= len(todo) and device_lock is None
+            pool = saver if last else builder
             in_flight = (members, [pool.submit(finish, i, make) for i, make in zip(members, makers)])
         if in_flight is not None:
             collect(*in_flight)

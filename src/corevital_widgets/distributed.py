@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from .batch import (
     TRACE_SUFFIX,
+    TracePools,
     TraceSet,
     _check_prompts,
     _model_name,
@@ -100,8 +101,10 @@ class _TraceWorker:
         self.batch_size = batch_size
         self.analyze_kwargs = analyze_kwargs
         #: held around device work: Ray runs two calls of this actor at once (CALLS_PER_ACTOR), so
-        #: one batch generates while the previous call's traces are built and saved
+        #: one batch generates while the previous call's traces are built and saved, on threads
+        #: shared by all calls (one builder: the launching thread keeps the GIL)
         self._device = threading.Lock()
+        self._pools = TracePools()
 
     def _saved_summary(self, path: Path) -> dict[str, Any] | None:
         from .trace.storage import TraceFileError, load_trace
@@ -129,7 +132,8 @@ class _TraceWorker:
         if self.batch_size > 1 and len(todo) > 1:
             # analyze_many's batched loop: files saved on threads, all on disk when it returns
             _trace_batched(self.model, self.tokenizer, prompts, keys, summaries, self.out, self.batch_size,
-                           self.analyze_kwargs, lambda: None, tqdm(disable=True), device_lock=self._device)
+                           self.analyze_kwargs, lambda: None, tqdm(disable=True), device_lock=self._device,
+                           pools=self._pools)
             for j in todo:
                 traced[j] = True
         else:
