@@ -29,7 +29,8 @@ p1=$!
 wait "$p0" "$p1"
 fi
 if [ "$what" = ray ] || [ "$what" = all ]; then
-    timeout "${RAY_SECONDS:-540}" "$py" "$here/bench_batch.py" --ray-workers 1,2 --ray-prompts "${RAY_PROMPTS:-768}" \
+    timeout "${RAY_SECONDS:-540}" "$py" "$here/bench_batch.py" --prompts "${RAY_PROMPTS:-768}" --ray-workers 1,2 \
+        --ray-prompts "${RAY_PROMPTS:-768}" \
         > "$out/batch_ray.log" 2>&1
 fi
 for f in "$out"/batch_*.log; do echo "== $f"; tail -n 14 "$f"; done

@@ -9,8 +9,10 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,43 @@ class CountingLoader:
     def __call__(self):
         (Path(self.calls) / f"{os.getpid()}-{time.monotonic_ns()}").touch()
         return ModelDirLoader(self.model_dir)()
+
+
+def _mark_forward(log: str, what: str, *_: object) -> None:
+    with open(log, "a") as fh:
+        fh.write(f"{os.getpid()} {threading.get_ident()} {what} {time.monotonic_ns()}\n")
+
+
+@dataclass(frozen=True)
+class ForwardLogLoader:
+    """A folder loader whose model appends each forward's start and end (pid, thread, time) to ``log``."""
+
+    model_dir: str
+    log: str
+
+    @property
+    def model_name(self) -> str:
+        return self.model_dir
+
+    def __call__(self):
+        model, tok = ModelDirLoader(self.model_dir)()
+        model.register_forward_pre_hook(partial(_mark_forward, self.log, "start"))
+        model.register_forward_hook(partial(_mark_forward, self.log, "end"))
+        return model, tok
+
+
+def forward_spans(log: Path) -> dict[int, list[tuple[int, int, int]]]:
+    """Per worker process: its forwards as (thread, start, end), in order of start."""
+    opened: dict[tuple[int, int], int] = {}
+    spans: dict[int, list[tuple[int, int, int]]] = {}
+    for line in log.read_text().splitlines():
+        pid, thread, what, t = line.split()
+        key = (int(pid), int(thread))
+        if what == "start":
+            opened[key] = int(t)
+        else:
+            spans.setdefault(key[0], []).append((key[1], opened.pop(key), int(t)))
+    return {pid: sorted(s, key=lambda x: x[1]) for pid, s in spans.items()}
 
 
 @pytest.mark.slow
@@ -147,13 +186,24 @@ def test_local_ray_two_workers_equals_analyze_many(local_ray, tiny_llama_dir, tm
 
 def test_local_ray_batched_workers_equal_analyze_many(local_ray, tiny_llama_dir, tmp_path):
     """Each worker traces its prompts 4 per generate call (the batched engine): the same files
-    and the same traces as analyze_many prompt by prompt."""
+    and the same traces as analyze_many prompt by prompt. A worker runs two calls at once (one
+    batch on the device while the other's files are built and saved) but never two batches'
+    forwards at once."""
     from corevital_widgets import ray_analyze_many
 
     from .test_batched import assert_same_trace as same_as_alone
 
     folder = str(tiny_llama_dir)
-    ts = ray_analyze_many(folder, PROMPTS, tmp_path / "ray", num_workers=2, batch_size=4, progress=False, **KWARGS)
+    log = tmp_path / "forwards.log"
+    ts = ray_analyze_many(ForwardLogLoader(folder, str(log)), PROMPTS, tmp_path / "ray", num_workers=2, batch_size=4,
+                          progress=False, **KWARGS)
+    spans = forward_spans(log)
+    assert sum(len(s) for s in spans.values()) >= N_PROMPTS // 4 * KWARGS["max_new_tokens"], spans
+    threads = {pid: {t for t, _, _ in s} for pid, s in spans.items()}
+    assert max(len(t) for t in threads.values()) >= 2, f"a worker ran its calls on threads, two at once: {threads}"
+    for pid, s in spans.items():
+        for (t_a, _, end_a), (t_b, start_b, _) in zip(s, s[1:]):
+            assert start_b >= end_a, f"worker {pid}: threads {t_a} and {t_b} ran forwards at the same time"
     model, tok = ModelDirLoader(folder)()
     ref = analyze_many(model, PROMPTS, tok, out_dir=tmp_path / "local", progress=False, **KWARGS)
     assert [p.name for p in ts.paths] == [p.name for p in ref.paths]

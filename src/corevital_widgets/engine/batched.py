@@ -404,7 +404,8 @@ class BatchedCollector(Collector):
         seq.heads[layer] = self._to_host(acc.head_stats())
         sp = acc.sparse()
         counts, keys, weights = sp.counts.to(torch.int32), sp.keys.to(torch.int32), sp.weights.to(torch.float16)
-        if self._needs_cap(stack, seq, counts.numel(), keys.numel(), acc.cap):
+        seq.cap, recap = self._layer_cap(stack, seq.sparse, seq.cap, counts.numel(), keys.numel(), acc.cap)
+        if recap:
             counts, keys, weights = metrics.cap_rows(counts, keys, weights, seq.cap)
         seq.sparse[layer] = (self._to_host(counts), self._to_host(keys), self._to_host(weights))
         if self.on_prompt_layer is not None and i == self.batch - 1:
@@ -431,21 +432,14 @@ class BatchedCollector(Collector):
         for b, seq in enumerate(self.seqs):  # per sequence: views of the batch's host copies (a loop over sequences)
             seq.heads[layer] = heads_host[b]
             p, lo, hi = fused.rows[b], offsets[b], offsets[b + 1]
-            if self._needs_cap(stack, seq, n_heads * p, hi - lo, cap):
+            seq.cap, recap = self._layer_cap(stack, seq.sparse, seq.cap, n_heads * p, hi - lo, cap)
+            if recap:
                 capped = metrics.cap_rows(fused.counts[b, :, :p], fused.keys[lo:hi], weights16[lo:hi], seq.cap)
                 seq.sparse[layer] = tuple(self._to_host(t) for t in capped)  # type: ignore[assignment]
             else:
                 seq.sparse[layer] = (counts_host[b, :, :p], keys_host[lo:hi], weights_host[lo:hi])
         if self.on_prompt_layer is not None:
             self.on_prompt_layer(len(self.seqs[-1].heads), sum(a is not None for a in stack.attention))
-
-    def _needs_cap(self, stack: Stack, seq: _SequencePrompt, n_rows: int, n_entries: int, used_cap: int) -> bool:
-        """Whether a layer's rows computed with ``used_cap`` must still be capped for ``seq``: its
-        cap is chosen at its first layer (``n_rows`` = heads x query rows, ``n_entries`` found),
-        and a layer computed before that, or with another cap, is capped to it."""
-        if not seq.sparse and not seq.cap:
-            seq.cap = self._cap_for(stack, n_rows, n_entries)
-        return bool(seq.cap) and used_cap != seq.cap
 
     # ------------------------------------------------------------------- finish
     def finish_batch(self, lengths: list[int]) -> None:

@@ -649,13 +649,23 @@ class Collector:
         sp = acc.sparse()  # the layer's one host sync: the compaction's size
         # the narrowest types that hold them (keys < P, counts <= 1/threshold): fewer bytes to copy
         counts, keys, weights = sp.counts.to(torch.int32), sp.keys.to(torch.int32), sp.weights.to(torch.float16)
-        if not self._sparse and not self.cap:
-            self.cap = self._cap_for(stack, counts.numel(), keys.numel())
-        if self.cap and acc.cap != self.cap:  # layers computed before the cap was chosen
+        self.cap, recap = self._layer_cap(stack, self._sparse, self.cap, counts.numel(), keys.numel(), acc.cap)
+        if recap:
             counts, keys, weights = metrics.cap_rows(counts, keys, weights, self.cap)
         self._sparse[layer] = (self._to_host(counts), self._to_host(keys), self._to_host(weights))
         if self.on_prompt_layer is not None:
             self.on_prompt_layer(len(self._prompt_heads), sum(a is not None for a in stack.attention))
+
+    def _layer_cap(self, stack: Stack, done: dict, cap: int, n_rows: int, n_entries: int,
+                   used_cap: int) -> tuple[int, bool]:
+        """A sequence's keys-per-row cap after one more layer, and whether that layer's rows,
+        computed with ``used_cap``, must still be capped to it. The cap is chosen at the
+        sequence's first layer (``done``: its layers so far, none yet; ``n_rows`` = heads x query
+        rows, ``n_entries`` found) unless given; a layer computed before that, or with another
+        cap, is capped to it."""
+        if not done and not cap:
+            cap = self._cap_for(stack, n_rows, n_entries)
+        return cap, bool(cap) and used_cap != cap
 
     def _cap_for(self, stack: Stack, n_rows: int, n_entries: int) -> int:
         """After a sequence's first layer (``n_rows`` = heads x query rows, ``n_entries`` found):
