@@ -62,19 +62,28 @@ def assert_same_trace(a, b):
 
 
 @dataclass(frozen=True)
-class CountingLoader:
-    """A folder loader that leaves one file per call in ``calls`` (named by the worker's pid)."""
+class FolderLoader:
+    """The model folder's own loader, as a base for loaders that leave evidence of their runs."""
 
     model_dir: str
-    calls: str
 
     @property
     def model_name(self) -> str:
         return self.model_dir
 
     def __call__(self):
-        (Path(self.calls) / f"{os.getpid()}-{time.monotonic_ns()}").touch()
         return ModelDirLoader(self.model_dir)()
+
+
+@dataclass(frozen=True)
+class CountingLoader(FolderLoader):
+    """Leaves one file per call in ``calls`` (named by the worker's pid)."""
+
+    calls: str
+
+    def __call__(self):
+        (Path(self.calls) / f"{os.getpid()}-{time.monotonic_ns()}").touch()
+        return super().__call__()
 
 
 def _mark_forward(log: str, what: str, *_: object) -> None:
@@ -83,18 +92,13 @@ def _mark_forward(log: str, what: str, *_: object) -> None:
 
 
 @dataclass(frozen=True)
-class ForwardLogLoader:
-    """A folder loader whose model appends each forward's start and end (pid, thread, time) to ``log``."""
+class ForwardLogLoader(FolderLoader):
+    """Its model appends each forward's start and end (pid, thread, time) to ``log``."""
 
-    model_dir: str
     log: str
 
-    @property
-    def model_name(self) -> str:
-        return self.model_dir
-
     def __call__(self):
-        model, tok = ModelDirLoader(self.model_dir)()
+        model, tok = super().__call__()
         model.register_forward_pre_hook(partial(_mark_forward, self.log, "start"))
         model.register_forward_hook(partial(_mark_forward, self.log, "end"))
         return model, tok

@@ -5,8 +5,9 @@ The driver reads the prompts, names each prompt's trace file exactly as ``analyz
 (``prompt_key``: index, text, model name, analyze keyword arguments), and leaves out every prompt
 whose file is already in ``out_dir`` (and loads). Ray Data sends the rest to a pool of actors —
 one per GPU, or CPU actors on a laptop — each of which calls the user's ``loader`` once, traces
-its batches and saves every trace atomically to ``out_dir`` as soon as it is made. Each actor
-also skips files that appeared meanwhile, so a retried task (an actor that died and was
+its batches and saves every trace atomically to ``out_dir`` as soon as it is made (two calls
+per actor at once: one batch on the device while the previous one's files are built and saved).
+Each actor also skips files that appeared meanwhile, so a retried task (an actor that died and was
 restarted) never traces a prompt twice. The driver collects the summaries, writes the manifest
 and returns a :class:`~corevital_widgets.TraceSet` (``TraceSet.load(out_dir)`` works too). A run
 that is killed or fails loses at most the batches in flight; running it again — or
