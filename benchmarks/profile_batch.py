@@ -206,7 +206,7 @@ class PipelineClock(_Clock):
         self.patch_timed(Trace, "save", "savers: save (summed over threads)")
         # what a save is made of (a trace took 0.40 s to save on the H200 host, 0.075 s on a dev CPU)
         self.patch_timed(storage, "trace_to_bytes", "savers: of which encode + compress")
-        self.patch_timed(storage, "write_bytes_atomic", "savers: of which write + fsync + rename")
+        self.patch_timed(storage, "write_bytes_atomic", "savers: of which write + fsync + rename (the manifest's too)")
         self.patch_timed(os, "fsync", "savers: of which fsync (the manifest's too)")
         return self
 

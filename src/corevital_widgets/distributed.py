@@ -21,10 +21,10 @@ must be reported with its line number. Ray Data carries only the pending rows to
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
-import inspect
 import os
 import threading
 import time

@@ -21,6 +21,8 @@ batch's memory budget allows (a batch of 32 sequences' rows of one step already 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -47,9 +49,7 @@ def chunk_steps(score_shape: tuple[int, ...] | None, batch: int | None = None, v
     ``batch`` and ``vocab`` its float32 logits [chunk, batch, vocab] fit LOGIT_CHUNK_BYTES."""
     limit = CHUNK_STEPS
     if score_shape is not None:  # any leading batch dimensions count too
-        n_rows = 1
-        for n in score_shape[:-1]:
-            n_rows *= n
+        n_rows = math.prod(score_shape[:-1])
         budget = CHUNK_SCORE_BYTES if score_bytes is None else score_bytes
         limit = min(limit, budget // (n_rows * (score_shape[-1] + CHUNK_STEPS) * 4))
     if batch is not None and vocab:

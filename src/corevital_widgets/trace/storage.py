@@ -87,8 +87,7 @@ def _row_delta_encode(keys: np.ndarray, counts: np.ndarray) -> np.ndarray:
     if keys.size == 0:
         return keys.copy()
     starts, _ = _row_starts(counts)
-    d = np.empty_like(keys)
-    d[0] = keys[0]
+    d = np.empty_like(keys)  # d[0] is a row start (counts sum to the keys: SparseAttention checks it)
     np.subtract(keys[1:], keys[:-1], out=d[1:])
     d[starts] = keys[starts]
     return d
