@@ -45,11 +45,13 @@ _HEADER = struct.Struct("<8sIIQ32s")
 #: ``attention_weight_bits=7`` traces under 2.5 MB). Dataset runs save on several threads
 #: (zstd releases the GIL) while the accelerator works on the next batch.
 ZSTD_LEVEL = 12
-#: zstd level of dataset runs (analyze_many, ray_analyze_many): on a 32-layer, 32-head trace of a
-#: 550-token prompt (5.2 M sparse entries) level 3 takes 0.09 s for 6.49 MB, level 12 0.37 s for
-#: 6.27 MB. On the H200 machine's CPU one level-12 save of an 8B model's trace took 2.0-2.5 s, more
-#: than tracing it in a batch of 32: a dataset trades 3.5% of disk for four times the speed.
-ZSTD_LEVEL_DATASET = 3
+#: zstd level of dataset runs (analyze_many, ray_analyze_many). On a 32-layer, 32-head trace of a
+#: 500-550-token prompt (3.9 M sparse entries, 17 MB before compression) level 1 compresses in
+#: 22 ms to 9.87 MB, level 3 in 77 ms to 9.87 MB and level 12 in 0.4 s to 9.97 MB on a dev CPU
+#: (the byte shuffle and the row deltas do the work; a H200 host's CPU is 1.5x slower). Saves run
+#: on threads beside the thread that launches the model's work, and the last batch's saves are the
+#: run's tail, so the fastest level that compresses as well is the one.
+ZSTD_LEVEL_DATASET = 1
 _GROUPS = {"timeline": Timeline, "layers": Layers, "attention": Attention, "heads": Heads, "prompt": Prompt}
 
 
@@ -58,11 +60,16 @@ class TraceFileError(ValueError):
 
 
 # ------------------------------------------------------------------------------ filters
-def _shuffle(a: np.ndarray) -> bytes:
-    raw = np.ascontiguousarray(a).view(np.uint8)
-    if a.dtype.itemsize == 1 or a.size == 0:
-        return raw.tobytes()
-    return raw.reshape(-1, a.dtype.itemsize).T.tobytes()
+def _shuffle_into(a: np.ndarray, out: np.ndarray) -> None:
+    """Write ``a``'s bytes as byte planes (the ``shuffle`` filter) into ``out`` (uint8, ``a.nbytes``
+    long): one strided numpy copy, made without the GIL (a dataset saves on threads beside the
+    thread that launches the model's work; ``tobytes`` and ``bytes.join`` would hold it)."""
+    raw = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    k = a.dtype.itemsize
+    if k == 1 or a.size == 0:
+        out[...] = raw
+    else:
+        out.reshape(k, a.size)[...] = raw.reshape(a.size, k).T
 
 
 def _unshuffle(buf: bytes, dtype: np.dtype, count: int) -> np.ndarray:
@@ -121,25 +128,19 @@ def _check_level(level: int | None) -> int:
     return level
 
 
-def trace_to_bytes(trace: "Trace", level: int | None = None) -> bytes:
-    """Serialise a trace to the file format (see module docstring); ``level``: zstd level
-    (default ZSTD_LEVEL; any level reads back the same)."""
+def _encode(trace: "Trace", level: int | None) -> tuple[bytes, bytes]:
+    """The file's fixed header and its payload (written one after the other: no joined copy)."""
     level = _check_level(level)
     arrays = _arrays(trace)
+    filtered = dict(arrays)  # what is stored: the arrays after their first filter (shuffle comes last)
+    filtered["sparse.keys"] = _row_delta_encode(arrays["sparse.keys"], trace.sparse.row_counts)
     directory: list[dict[str, Any]] = []
-    blobs: list[bytes] = []
     offset = 0
     for name, arr in arrays.items():
-        data = arr
-        filt = "shuffle"
-        if name == "sparse.keys":
-            data = _row_delta_encode(arr, trace.sparse.row_counts)
-            filt = "row_delta+shuffle"
-        blob = _shuffle(data)
+        filt = "row_delta+shuffle" if name == "sparse.keys" else "shuffle"
         directory.append({"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape), "offset": offset,
-                          "nbytes": len(blob), "filter": filt})
-        blobs.append(blob)
-        offset += len(blob)
+                          "nbytes": arr.nbytes, "filter": filt})
+        offset += arr.nbytes
     header = {
         "meta": trace.meta,
         "prompt_tokens": trace.prompt_tokens,
@@ -150,11 +151,22 @@ def trace_to_bytes(trace: "Trace", level: int | None = None) -> bytes:
         "arrays": directory,
     }
     head = json.dumps(header, separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode("utf-8")
-    inner = b"".join([struct.pack("<I", len(head)), head, *blobs])
+    inner = np.empty(4 + len(head) + offset, dtype=np.uint8)  # filled in place: no bytes copies
+    inner[:4] = np.frombuffer(struct.pack("<I", len(head)), dtype=np.uint8)
+    inner[4 : 4 + len(head)] = np.frombuffer(head, dtype=np.uint8)
+    body = inner[4 + len(head) :]
+    for entry in directory:
+        _shuffle_into(filtered[entry["name"]], body[entry["offset"] : entry["offset"] + entry["nbytes"]])
     payload = zstandard.ZstdCompressor(level=level).compress(inner)
     from .trace import SCHEMA_VERSION
 
-    return _HEADER.pack(MAGIC, SCHEMA_VERSION, 0, len(payload), hashlib.sha256(payload).digest()) + payload
+    return _HEADER.pack(MAGIC, SCHEMA_VERSION, 0, len(payload), hashlib.sha256(payload).digest()), payload
+
+
+def trace_to_bytes(trace: "Trace", level: int | None = None) -> bytes:
+    """Serialise a trace to the file format (see module docstring); ``level``: zstd level
+    (default ZSTD_LEVEL; any level reads back the same)."""
+    return b"".join(_encode(trace, level))
 
 
 def _file_mode(target: Path) -> int:
@@ -166,14 +178,16 @@ def _file_mode(target: Path) -> int:
     return 0o666 & ~umask
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder (the target's permissions),
-    fsync and rename: a crash leaves the old file or the new one, never a torn one."""
+def write_bytes_atomic(path: Path, data: bytes | tuple[bytes, ...]) -> None:
+    """Write ``data`` (bytes, or parts written one after the other) to ``path`` via a temp file in
+    the same folder (the target's permissions), fsync and rename: a crash leaves the old file or
+    the new one, never a torn one."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
     try:
         os.chmod(tmp, _file_mode(path))
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for part in (data,) if isinstance(data, bytes) else data:
+                fh.write(part)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -190,12 +204,12 @@ def write_text_atomic(path: Path, text: str) -> None:
 def save_trace(trace: "Trace", path: str | PathLike[str], level: int | None = None) -> int:
     """Write atomically: temp file in the same folder, fsync, rename. Returns bytes written.
     ``level``: zstd level (default ZSTD_LEVEL; dataset runs pass ZSTD_LEVEL_DATASET)."""
-    data = trace_to_bytes(trace, level)  # fails before any file is touched
+    parts = _encode(trace, level)  # fails before any file is touched
     target = Path(path)
     if target.is_dir():
         raise IsADirectoryError(f"{target} is a directory; pass a file path such as {target / 'trace.cvtrace'}")
-    write_bytes_atomic(target, data)
-    return len(data)
+    write_bytes_atomic(target, parts)
+    return sum(map(len, parts))
 
 
 # ---------------------------------------------------------------------------- decoding
