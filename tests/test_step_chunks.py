@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import corevital_widgets as corevital
-from corevital_widgets.engine import step_chunks
+from corevital_widgets.engine import metrics, step_chunks
 
 from .test_faults import _layer_hook
 from .test_prompt_tiles import assert_same_trace
@@ -65,3 +65,42 @@ def test_repetition_across_chunk_boundaries(smollm2, monkeypatch):
     assert trace.health.first_fired["repetition_loop_detected"].step == 8
     np.testing.assert_allclose(rep[8:], 1.0, atol=1e-5)
     assert (rep[3:8] < 0.9995).all()
+
+
+def _torch_step_stats(queries, keys, scales, valid):
+    """The fused decode-step kernel's contract in plain torch (float32 products): [B, 3, L, H]."""
+    rows = []
+    for q, k, scale in zip(queries, keys, scales):
+        q, k = (q[None], k[None]) if q.dim() == 2 else (q, k)
+        groups = q.shape[1] // k.shape[1]
+        s = torch.einsum("bkgd,bksd->bkgs", q.float().unflatten(1, (k.shape[1], groups)), k.float()).flatten(1, 2)
+        if valid is not None:
+            s = s.masked_fill(~valid[:, None, :], float("-inf"))
+        rows.append(s * scale)
+    return metrics.step_attention_stats(torch.stack(rows, 1))
+
+
+@pytest.mark.parametrize("fused_steps", ["odd", "even", "all"])
+def test_steps_with_fused_head_stats_mix_with_score_rows(smollm2, monkeypatch, fused_steps):
+    """Steps whose head statistics come from the fused kernel (on CUDA; here its torch contract)
+    and steps that put score rows can share a chunk in either order: a chunk sized without rows
+    reduces a later step's rows at once, one sized with rows reduces only the steps that put
+    them. Every value equals the all-rows trace's."""
+    from corevital_widgets.engine import triton_step
+
+    whole = _trace(smollm2)
+    calls = []
+
+    def supported(queries, keys, valid):
+        calls.append(1)
+        n = len(calls)
+        return fused_steps == "all" or (n % 2 == 1) == (fused_steps == "odd")
+
+    monkeypatch.setattr(step_chunks, "CHUNK_STEPS", 4)
+    monkeypatch.setattr(triton_step, "step_stats_supported", supported)
+    monkeypatch.setattr(triton_step, "fused_step_stats", _torch_step_stats)
+    mixed = _trace(smollm2)
+    assert len(calls) == whole.n_steps - 1, "every decode step (not the prefill) offered its queries to the kernel"
+    assert_same_trace(whole, mixed)
+    np.testing.assert_allclose(mixed.heads.entropy.astype(np.float64), whole.heads.entropy.astype(np.float64),
+                               rtol=1e-4, atol=1e-5)

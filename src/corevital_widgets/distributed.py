@@ -166,7 +166,12 @@ def _plan_resources(ray: Any, n_blocks: int, num_workers: int | None,
         if gpus < num_gpus_per_worker:
             raise ValueError(f"num_gpus_per_worker={num_gpus_per_worker} but the Ray cluster has {gpus:g} GPUs")
         workers = num_workers if num_workers is not None else int(gpus // num_gpus_per_worker)
-        cpus_each = 1.0
+        # a replica builds and saves its traces on a builder and saver threads beside the thread
+        # that launches its GPU work: it gets its GPU's share of its node's cores (one core left to
+        # Ray and the driver), and Ray sizes the actor's thread pools (OMP_NUM_THREADS) to it
+        shares = [(float(n["Resources"].get("CPU", 0)) - 1) / float(n["Resources"]["GPU"])
+                  for n in ray.nodes() if n.get("Alive") and float(n["Resources"].get("GPU", 0)) > 0]
+        cpus_each = float(max(1, int(min(shares, default=1.0) * num_gpus_per_worker)))
     else:
         workers = num_workers if num_workers is not None else max(1, min(4, int(cpus) // 2))
         cpus_each = float(max(1, min(int(node_cpus), int(cpus) // max(1, workers))))

@@ -295,18 +295,19 @@ def _try_fused(query: torch.Tensor, key: torch.Tensor, scaling: float | None, ca
     return fused_or_none(lambda: fused_prompt_layer(query, key, scaling, causal, threshold, cap, buffer_bytes))
 
 
-def fused_or_none(run: Callable[[], Any]) -> Any:
+def fused_or_none(run: Callable[[], Any], what: str = "prompt") -> Any:
     """``run()`` (a call of the fused kernels), or None after a Triton failure (e.g. a GPU whose
     compiler lacks an instruction): the kernels are then switched off for the process, with one
-    warning, and the caller takes the tiled torch path. Out-of-memory errors propagate."""
+    warning, and the caller takes its torch path (the prompt pass's tiles, the decode step's score
+    rows); ``what`` names the kernels in the warning. Out-of-memory errors propagate."""
     try:
         return run()
     except torch.cuda.OutOfMemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - any compile/launch failure of the optional fast path
         triton_prompt.disable(f"{type(exc).__name__}: {exc}")
-        warnings.warn(f"corevital: the fused Triton prompt kernels failed ({type(exc).__name__}: {exc}); using the "
-                      "tiled torch path from now on (same numbers, slower on long prompts)", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"corevital: the fused Triton {what} kernels failed ({type(exc).__name__}: {exc}); using the "
+                      "torch path from now on (same numbers, slower)", RuntimeWarning, stacklevel=3)
         return None
 
 

@@ -24,7 +24,9 @@ from torch import nn
 
 from . import metrics
 from . import adapters
-from .attention import ACTIVE_COLLECTOR, LEGACY_MODULE, CallSpec, mismatch_tolerance, observe_call, output_mismatch
+from . import triton_step
+from .attention import (ACTIVE_COLLECTOR, LEGACY_MODULE, CallSpec, fused_or_none, mismatch_tolerance, observe_call,
+                        output_mismatch)
 from .logit_head import find_head, plain_linear
 from .prompt_attention import DEFAULT_TILE_BYTES, PromptAccumulator, tile_rows
 from .step_chunks import StepChunks, pad_rows
@@ -131,6 +133,11 @@ def _all_layers(values: np.ndarray, layers: list[int], n_layers: int, axis: int)
     index[axis] = layers
     out[tuple(index)] = values
     return out
+
+
+def _mask_id(valid: torch.Tensor | None) -> tuple | None:
+    """What tells a decode step's key mask from another: layers given views of one mask share it."""
+    return None if valid is None else (valid.data_ptr(), tuple(valid.shape), tuple(valid.stride()))
 
 
 def _tensor_output(output: Any) -> torch.Tensor:
@@ -415,9 +422,12 @@ class Collector:
             )
         if self.step == 0 and self.structure.is_encoder_decoder and self.prompt_telemetry:
             self._check_prompt_layers()
-        rows = self._step_score_matrix()
+        stats = self._fused_step_stats()
+        rows = None if stats is not None else self._step_score_matrix()
         self.chunks.begin_step(self.step, tuple(rows[0].shape) if rows is not None else None)  # type: ignore[arg-type]
-        if rows is not None:
+        if stats is not None:
+            self.chunks.put_head_stats(self.step, stats)
+        elif rows is not None:
             self.chunks.put_scores(self.step, *rows)
         n_layers = self.structure.step.num_layers
         if len(self._step_vecs) != n_layers:
@@ -587,6 +597,28 @@ class Collector:
         self._once_per_forward(entry)
         self._step_queries[entry[1]] = (query, key, scale, valid)
 
+    def _fused_step_stats(self) -> torch.Tensor | None:
+        """This step's head statistics [3, L, H] ([B, 3, L, H] for a batch) from the fused
+        decode-step kernel (:mod:`.triton_step`), when every attention layer of the step kept its
+        query and keys (none gave score rows) under one key mask and the kernel takes them; None
+        otherwise (the score rows' path)."""
+        kept = self._step_queries
+        if self._step_rows or not kept:
+            return None
+        order = sorted(kept)
+        valid = kept[order[0]][3]
+        if len({_mask_id(kept[i][3]) for i in order}) > 1:
+            return None
+        queries, keys = [kept[i][0] for i in order], [kept[i][1] for i in order]
+        if not triton_step.step_stats_supported(queries, keys, valid):
+            return None
+        scales = [kept[i][2] for i in order]
+        stats = fused_or_none(lambda: triton_step.fused_step_stats(queries, keys, scales, valid), "decode-step")
+        if stats is None:
+            return None
+        self._step_queries = {}
+        return stats if queries[0].dim() == 3 else stats[0]
+
     def _score_rows_of_queries(self) -> None:
         """Score rows (unscaled, masked keys at -inf) of the step's kept queries, into
         ``_step_rows``: layers that share device, shapes, dtype and mask are stacked and scored
@@ -596,8 +628,7 @@ class Collector:
         groups: dict[tuple, list[int]] = {}
         for i in sorted(kept):
             q, k, _, valid = kept[i]
-            mask_id = None if valid is None else (valid.data_ptr(), tuple(valid.shape), tuple(valid.stride()))
-            groups.setdefault((q.device, tuple(q.shape), q.dtype, tuple(k.shape), k.dtype, mask_id), []).append(i)
+            groups.setdefault((q.device, tuple(q.shape), q.dtype, tuple(k.shape), k.dtype, _mask_id(valid)), []).append(i)
         for layers in groups.values():
             k0, valid = kept[layers[0]][1], kept[layers[0]][3]
             per = max(1, STEP_BATCH_BYTES // max(1, k0.numel() * k0.element_size()))

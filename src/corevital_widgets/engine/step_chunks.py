@@ -86,13 +86,16 @@ class StepChunks:
         self._tokens: torch.Tensor | None = None  # [max_steps] chosen token ids
         self._hidden: torch.Tensor | None = None  # [chunk, L, D]
         self._scores: torch.Tensor | None = None  # [chunk, L, H, S_max] float32, -inf beyond each row
-        self._scales: list[list[float]] = []  # per step of the chunk, per layer
+        self._score_slots: list[int] = []  # the chunk's steps (slots) with score rows put
+        self._scales: list[list[float]] = []  # per slot of _score_slots, per layer
+        self._n_attention = 0  # steps of the chunk with score rows or head statistics put
+        self._rows_budgeted = False  # whether the chunk was sized for score rows (its first step had them)
         self._tail: torch.Tensor | None = None  # [REPETITION_PREVIOUS, D] last-layer vectors before the chunk
 
     @property
     def filled(self) -> int:
         """Steps of the current chunk whose forward ran (put anything)."""
-        return max(self._n_hidden, self._n_logits, len(self._scales))
+        return max(self._n_hidden, self._n_logits, self._n_attention)
 
     # ------------------------------------------------------------------ buffers
     def _out(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
@@ -128,13 +131,18 @@ class StepChunks:
             return
         self.chunk = min(chunk_steps(score_shape, self.batch, self.vocab, self.score_bytes),
                          self.max_steps - self.start)
+        self._rows_budgeted = score_shape is not None
 
     def put_scores(self, step: int, scores: torch.Tensor, scales: list[float]) -> None:
         """Score rows [L, H, S] (batched: [B, L, H, S]) of ``step`` (masked keys at -inf, not
         multiplied by ``scales`` yet; one factor per layer)."""
         slot = self._slot(step)
+        self._n_attention += 1
+        if not self._rows_budgeted:  # the chunk was sized without rows (its first step's came fused): reduce now
+            self._put_stats(step, _scaled_stats(scores[None], [list(scales)])[0])
+            return
         n_keys = scores.shape[-1]
-        if slot == 0:
+        if not self._score_slots:
             self._scores = self._alloc(self._scores, (self.chunk, *scores.shape[:-1], n_keys + self.chunk),
                                        torch.float32, scores.device, fill=float("-inf"))
         buf = self._scores
@@ -144,7 +152,19 @@ class StepChunks:
             wider[..., : buf.shape[-1]] = buf
             self._scores = buf = wider
         buf[slot, ..., :n_keys] = scores
+        self._score_slots.append(slot)
         self._scales.append(list(scales))
+
+    def put_head_stats(self, step: int, stats: torch.Tensor) -> None:
+        """The step's head statistics [3, L, H] (batched: [B, 3, L, H]) computed without score
+        rows (the fused decode-step kernel): what :meth:`put_scores`' rows reduce to."""
+        self._slot(step)
+        self._n_attention += 1
+        self._put_stats(step, stats)
+
+    def _put_stats(self, steps: int | slice | torch.Tensor, stats: torch.Tensor) -> None:
+        shape = tuple(stats.shape[1:]) if not isinstance(steps, int) else tuple(stats.shape)
+        self._out("head_stats", shape, torch.float32, stats.device)[steps] = stats
 
     def put_hidden(self, step: int, vectors: list[torch.Tensor]) -> None:
         """The step's vector [D] (batched: [B, D]) of every layer (views are fine: copied here,
@@ -202,11 +222,11 @@ class StepChunks:
             self._reduce_logits(steps, n, n_known_tokens)
         if self._n_hidden == n:
             self._reduce_hidden(steps, n)
-        if len(self._scales) == n:
-            self._reduce_scores(steps, n)
+        if self._score_slots:
+            self._reduce_scores(n)
         self.start += n
-        self._n_hidden = self._n_logits = 0
-        self._scales = []
+        self._n_hidden = self._n_logits = self._n_attention = 0
+        self._score_slots, self._scales = [], []
         self.chunk = 0
 
     def _reduce_logits(self, steps: slice, n: int, n_known_tokens: int) -> None:
@@ -264,21 +284,32 @@ class StepChunks:
         self._out("lens_entropy", (*lead, n_layers), torch.float32, head_dev)[steps] = torch.cat(ents).view(shape)
         self._out("lens_top1", (*lead, n_layers), torch.int64, head_dev)[steps] = torch.cat(tops).view(shape)
 
-    def _reduce_scores(self, steps: slice, n: int) -> None:
+    def _reduce_scores(self, n: int) -> None:
+        """Head statistics of the chunk's steps that put score rows (all ``n`` of them, or some)."""
         assert self._scores is not None
-        scores = self._scores[:n]
-        flat = {s for per_step in self._scales[:n] for s in per_step}
-        if len(flat) == 1:
-            scale = flat.pop()
-            if scale != 1.0:
-                scores = scores * scale
+        slots = self._score_slots
+        if slots == list(range(n)):
+            self._put_stats(slice(self.start, self.start + n), _scaled_stats(self._scores[:n], self._scales))
         else:
-            factors = torch.tensor(self._scales[:n], dtype=torch.float32)  # [n, L]
-            lead = scores.dim() - 4  # batch dimensions
-            scores = scores * factors.to(scores.device).view(n, *(1 for _ in range(lead)), -1, 1, 1)
-        stats = metrics.step_attention_stats(scores)  # [n, (B,) 3, L, H]
-        self._out("head_stats", tuple(stats.shape[1:]), torch.float32, stats.device)[steps] = stats
+            index = torch.tensor(slots, device=self._scores.device)
+            self._put_stats(index + self.start, _scaled_stats(self._scores[index], self._scales))
         self._scores.fill_(float("-inf"))  # rows may shrink (sliding-window caches)
+
+
+def _scaled_stats(scores: torch.Tensor, scales: list[list[float]]) -> torch.Tensor:
+    """:func:`metrics.step_attention_stats` of steps' unscaled score rows [n, (B,) L, H, S], each
+    step's layer l multiplied by ``scales[step][l]`` first: [n, (B,) 3, L, H]."""
+    flat = {s for per_step in scales for s in per_step}
+    if len(flat) == 1:
+        scale = flat.pop()
+        if scale != 1.0:
+            scores = scores * scale
+    else:
+        n = scores.shape[0]
+        factors = torch.tensor(scales, dtype=torch.float32)  # [n, L]
+        lead = scores.dim() - 4  # batch dimensions
+        scores = scores * factors.to(scores.device).view(n, *(1 for _ in range(lead)), -1, 1, 1)
+    return metrics.step_attention_stats(scores)
 
 
 def pad_rows(mats: list[torch.Tensor]) -> torch.Tensor:
