@@ -7,7 +7,8 @@
    counts, a key mask per sequence (a sequence with none valid), one sequence without a batch
    dimension, float32 / float16 / bfloat16; NaN scores give NaN entropy as the torch path does.
 2. ``analyze`` and ``analyze_batch`` on a random Llama run every decode step through it (not the
-   prefill, whose row comes from the prompt pass) and give the traces of the torch path."""
+   prefill, whose row comes from the prompt pass) and give the traces of the torch path.
+3. No batch width or key count makes Triton compile the step or prompt kernels again."""
 
 from __future__ import annotations
 
@@ -125,3 +126,41 @@ def test_analyze_and_analyze_batch_score_every_decode_step_with_the_kernel(monke
     monkeypatch.setenv(triton_prompt.ENV_SWITCH, "0")
     for prompt, a in zip(prompts, alone):
         assert_same_trace(a, corevital.analyze(model, prompt, tok, max_new_tokens=6, min_new_tokens=6))
+
+
+def _compiled(kernel) -> int:
+    """How many variants of ``kernel`` Triton has compiled on the current device."""
+    caches = getattr(kernel, "device_caches", None)
+    if caches is None:
+        pytest.skip("this Triton release keeps its kernel cache elsewhere")
+    return len(caches[torch.cuda.current_device()][0])
+
+
+def test_kernels_compile_once_whatever_the_lengths():
+    """A dataset's batches have every width and a decode step every key count: once a kernel is
+    compiled for a dtype and head size, no length makes Triton compile it again (it would, for
+    every new "is 1" / "divisible by 16" pattern of its integer arguments, in the middle of a run)."""
+    g = torch.Generator(device="cuda").manual_seed(5)
+    dtype = torch.float16
+
+    def step(batch, n_keys):
+        q = [torch.randn(batch, 8, 64, device="cuda", generator=g).to(dtype) for _ in range(2)]
+        k = [torch.randn(batch, 2, n_keys, 64, device="cuda", generator=g).to(dtype) for _ in range(2)]
+        valid = torch.ones(batch, n_keys, dtype=torch.bool, device="cuda")
+        triton_step.fused_step_stats(q, k, [0.125, 0.125], valid)
+
+    def prompt(width):
+        q = torch.randn(2, 8, width, 64, device="cuda", generator=g).to(dtype)
+        key = torch.randn(2, 2, width, 64, device="cuda", generator=g).to(dtype)
+        spans = [(0, 0, width, width), (width // 3, width // 3, width - width // 3, width - width // 3)]
+        triton_prompt.fused_prompt_batch(q, key, spans, None, True, 0.01, 0, 2**20)
+
+    step(3, 63)
+    prompt(63)
+    kernels = (triton_step._step_stats, triton_prompt._row_stats, triton_prompt._sparse_rows)
+    before = [_compiled(k) for k in kernels]
+    for batch, n_keys in [(3, 64), (3, 65), (2, 80), (5, 97), (1, 112), (4, 1)]:
+        step(batch, n_keys)
+    for width in (64, 65, 80, 97, 112):
+        prompt(width)
+    assert [_compiled(k) for k in kernels] == before

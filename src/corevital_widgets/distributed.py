@@ -235,8 +235,10 @@ def ray_analyze_many(
             e.g. with your own ``ray.init(...)``, is used as it is and left running): ``None`` or
             ``"local"`` starts a local Ray (all cores, no dashboard) that is shut down at the end;
             otherwise the cluster to connect to (``"auto"``, ``"ray://head:10001"``, ``"10.0.0.1:6379"``).
-        num_workers: model replicas. Default: one per GPU of the cluster; without GPUs, half the
-            CPUs (1 to 4 workers), each with an equal share of the cores.
+        num_workers: model replicas. Default: one per GPU of the cluster, each with its GPU's
+            share of its node's cores but one (it builds and saves traces on threads; Ray sizes
+            its thread pools to that share); without GPUs, half the CPUs (1 to 4 workers), each
+            with an equal share of the cores.
         num_gpus_per_worker: default 1 when the cluster has GPUs, else 0 (CPU workers);
             fractions pack several replicas on one GPU.
         batch_size: prompts per ``generate`` call (``analyze_many(..., batch_size=N)`` inside each

@@ -109,7 +109,12 @@ if triton is not None:
         """Sequence ``b``'s row of the [B, 4] int32 table: first query row, first key, query rows, keys."""
         return tl.load(SEQ + b * 4), tl.load(SEQ + b * 4 + 1), tl.load(SEQ + b * 4 + 2), tl.load(SEQ + b * 4 + 3)
 
-    @triton.jit
+    # Triton compiles a kernel again for every new combination of its integer arguments' "is 1" and
+    # "divisible by 16": arguments that follow a batch's width (or a decode step's key count) are
+    # not specialized, so each kernel compiles once (in a dataset's first batch), not again at a
+    # later batch whose width happens to divide by 16. Strides that address the queries and keys
+    # stay specialized (their divisibility lets the loads be vectorized).
+    @triton.jit(do_not_specialize=["stride_ob", "stride_oc", "stride_oh"])
     def _row_stats(Q, K, OUT, SEQ, stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn,
                    stride_kd, stride_ob, stride_oc, stride_oh, groups, qk_scale,
                    CAUSAL: tl.constexpr, HEAD_D: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -163,7 +168,7 @@ if triton is not None:
         tl.store(base + 3 * stride_oc, lmid * inv, mask=rmask)  # middle-third mass
         tl.store(base + 4 * stride_oc, m + tl.log2(l), mask=rmask)  # log2-sum-exp2 of the row
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["stride_lb", "stride_lh", "rows", "row0"])
     def _sparse_rows(Q, K, LSE, KEYS, WEIGHTS, COUNTS, SEQ, stride_qb, stride_qh, stride_qm, stride_qd, stride_kb,
                      stride_kh, stride_kn, stride_kd, stride_lb, stride_lh, rows, row0, groups, qk_scale, threshold, R,
                      CAUSAL: tl.constexpr, HEAD_D: tl.constexpr, BLOCK_D: tl.constexpr,

@@ -95,7 +95,7 @@ def _fused_step_stats(queries: list[torch.Tensor], keys: list[torch.Tensor], sca
 
 if triton is not None:
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["n_keys", "n_seqs", "stride_vb"])  # see triton_prompt._row_stats
     def _step_stats(Q, K, KOFF, SCALE, VALID, OUT, n_keys, n_seqs, n_kv,
                     stride_ql, stride_qb, stride_qh, stride_kb, stride_kh, stride_kn,
                     stride_vb, stride_ob, stride_oc, stride_ol, stride_oh, log2e,
