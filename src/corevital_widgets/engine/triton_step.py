@@ -47,8 +47,9 @@ def step_stats_supported(queries: list[torch.Tensor], keys: list[torch.Tensor], 
         k.shape == k0.shape and k.dtype == q0.dtype and k.device == q0.device and k.stride() == k0.stride()
         and (k.data_ptr() - k0.data_ptr()) % k.element_size() == 0 for k in keys)
     batch = q0.shape[0] if q0.dim() == 3 else 1
-    return same and k0.stride(-1) == 1 and (valid is None or (valid.device == q0.device and valid.shape[-1] == k0.shape[-2]
-                                                             and valid.shape[0] in (1, batch)))
+    return same and k0.stride(-1) == 1 and (valid is None or (
+        valid.dtype == torch.bool and valid.dim() == 2 and valid.device == q0.device
+        and valid.shape[-1] == k0.shape[-2] and valid.shape[0] in (1, batch)))
 
 
 def fused_step_stats(queries: list[torch.Tensor], keys: list[torch.Tensor], scales: list[float],
