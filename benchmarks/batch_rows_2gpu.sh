@@ -7,6 +7,8 @@
 #     (default 768: each actor's ~15 s start and model build is inside each timed run, so a short
 #     run cannot show the scaling);
 #   batch_rows_2gpu.sh all    both (over the device tool's 10-minute call limit: two calls).
+#   batch_rows_2gpu.sh check  the GPU tests of the kernels and the multi-GPU checks (about 2.5
+#     minutes; pytest on the device), before any figure is taken from new kernel code.
 # Logs go to ${OUT:-.}/batch_*.log. Waits on process ids (a `pgrep -f` loop matches its own
 # command line). Each step has a time limit so that a slow one cannot take the rest with it.
 set -u
@@ -14,6 +16,11 @@ what="${1:-rows}"
 out="${OUT:-.}"
 here="$(cd "$(dirname "$0")" && pwd)"
 py="${PYTHON:-python3}"
+if [ "$what" = check ]; then
+    timeout 300 "$py" -m pytest -q -p no:cacheprovider "$here/../tests/test_triton_step.py" \
+        "$here/../tests/test_triton_prompt.py" "$here/../tests/test_gpu_models.py" -k "not bitsandbytes" \
+        > "$out/batch_check.log" 2>&1
+fi
 if [ "$what" = rows ] || [ "$what" = all ]; then
 CUDA_VISIBLE_DEVICES=0 timeout 200 "$py" "$here/profile_batch.py" > "$out/batch_profile.log" 2>&1 &
 p0=$!
