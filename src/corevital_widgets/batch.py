@@ -300,17 +300,18 @@ def _trace_batched(model: Any, tokenizer: Any, prompts: list[str], keys: list[st
                    summaries: list[dict[str, Any] | None], out: Path | None, batch_size: int,
                    analyze_kwargs: dict[str, Any], save_manifest: Any, bar: Any,
                    device_lock: AbstractContextManager[Any] | None = None,
-                   pools: TracePools | None = None) -> dict[int, "Trace"]:
+                   pools: TracePools | None = None, spread_last: bool = True) -> dict[int, "Trace"]:
     """analyze_many's batched loop: the prompts still to trace, shortest first, ``batch_size`` per
     generate call. A batch's device work runs on this thread; its traces are then built from host
     memory on the builder thread and saved on the saver threads (``pools``; default: made here)
     while the next batch generates. At most one batch is being built and saved while the next
     runs; its manifest entries are written once its files are on disk (a crash before that
-    re-traces them: resuming trusts files, not the manifest). Nothing runs on the device after the
-    last batch, so its traces are built on every saver thread at once, unless ``device_lock`` is
-    given: it is held around each batch's device work, for callers that run several of these loops
-    at once (a Ray actor: one call on the device while the previous one builds and saves, on one
-    shared builder thread). Returns the traces by prompt index when there is no ``out``."""
+    re-traces them: resuming trusts files, not the manifest). With ``spread_last``, nothing runs
+    after the last batch, so its traces are built on every saver thread at once. ``device_lock``
+    is held around each batch's device work, for callers that run several of these loops at once
+    (a Ray actor: one call on the device while the previous one builds and saves; it passes
+    ``spread_last=False``: building on the saver threads would starve the other call's launching
+    thread of the GIL). Returns the traces by prompt index when there is no ``out``."""
     from concurrent.futures import Future
 
     from .engine.batched import pending_batch
@@ -348,7 +349,7 @@ def _trace_batched(model: Any, tokenizer: Any, prompts: list[str], keys: list[st
             if in_flight is not None:
                 collect(*in_flight)
             # finish() hands its file to the saver pool without waiting for it: no deadlock there
-            last = b0 + batch_size >= len(todo) and device_lock is None
+            last = b0 + batch_size >= len(todo) and spread_last
             pool = saver if last else builder
             in_flight = (members, [pool.submit(finish, i, make) for i, make in zip(members, makers)])
         if in_flight is not None:

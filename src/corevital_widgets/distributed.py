@@ -134,7 +134,7 @@ class _TraceWorker:
             # analyze_many's batched loop: files saved on threads, all on disk when it returns
             _trace_batched(self.model, self.tokenizer, prompts, keys, summaries, self.out, self.batch_size,
                            self.analyze_kwargs, lambda: None, tqdm(disable=True), device_lock=self._device,
-                           pools=self._pools)
+                           pools=self._pools, spread_last=False)
             for j in todo:
                 traced[j] = True
         else:
