@@ -21,8 +21,10 @@ How padding is kept out of every statistic (shared/METRICS.md, "Batched analysis
   at -inf from the model's mask) go to one :class:`.step_chunks.StepChunks` with a batch
   dimension: every per-step formula runs once per chunk over all sequences (a chunk's score rows
   get :func:`chunk_score_budget` of the batch's memory). A decode step's score rows are not
-  computed layer by layer: each layer's query row, keys and boolean key mask are kept, and all
-  layers are scored together at the step's end (``Collector._score_rows_of_queries``).
+  computed layer by layer: each layer's query row, keys and boolean key mask are kept, and at the
+  step's end all layers' head statistics come from one fused kernel on CUDA
+  (``Collector._fused_step_stats``), else all layers are scored together
+  (``Collector._score_rows_of_queries``).
 - A sequence that ends (EOS) before the others has T_i steps; the steps generate still runs
   for it afterwards are dropped.
 - Exactness is checked, not assumed: the first forward of every block is verified over the real

@@ -63,22 +63,31 @@ def row_entries(threshold: float) -> int:
     return math.ceil(1.0 / threshold) + 1
 
 
+def kernels_take(query: torch.Tensor, key: torch.Tensor) -> bool:
+    """Whether corevital's Triton kernels (this module's and :mod:`.triton_step`'s) can run on
+    these tensors: the kernels on, CUDA, query and key of one dtype whose dot this GPU has
+    (bfloat16: sm80+), a head size of at most 256."""
+    return (
+        triton_available()
+        and query.is_cuda
+        and query.dtype in (torch.float16, torch.bfloat16, torch.float32)
+        and (query.dtype != torch.bfloat16 or torch.cuda.get_device_capability(query.device)[0] >= 8)
+        and key.dtype == query.dtype
+        and query.shape[-1] <= 256
+    )
+
+
 def fused_prompt_supported(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
                            kwargs: dict[str, Any], threshold: float, training: bool) -> bool:
     """Whether the fused kernels express this prompt-pass call exactly."""
     return (
-        triton_available()
-        and query.is_cuda
+        kernels_take(query, key)
         and query.shape[0] == 1
         and attention_mask is None
         and kwargs.get("position_bias") is None
         and kwargs.get("softcap") is None
         and kwargs.get("sliding_window") is None
         and not training
-        and query.dtype in (torch.float16, torch.bfloat16, torch.float32)
-        and (query.dtype != torch.bfloat16 or torch.cuda.get_device_capability(query.device)[0] >= 8)  # bf16 dot: sm80+
-        and key.dtype == query.dtype
-        and query.shape[-1] <= 256
         and query.shape[1] % key.shape[1] == 0
         and 0.0 < threshold
         and row_entries(threshold) <= MAX_ROW_ENTRIES

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from .triton_prompt import LOG2E, tl, triton, triton_available
+from .triton_prompt import LOG2E, kernels_take, tl, triton
 
 #: Keys per block of the kernel's loop (a block of 64 keys of a 128-wide head is 16 KB in bf16).
 BLOCK_KEYS = 64
@@ -37,11 +37,9 @@ def step_stats_supported(queries: list[torch.Tensor], keys: list[torch.Tensor], 
     one device and dtype, every layer's query [B, H, d] (or [H, d]) and keys [B, Hkv, S, d] (or
     [Hkv, S, d]) of one shape, the keys' last dimension contiguous, H a multiple of Hkv, d <= 256."""
     q0, k0 = queries[0], keys[0]
-    if not (triton_available() and q0.is_cuda and q0.dtype in (torch.float16, torch.bfloat16, torch.float32)):
+    if not kernels_take(q0, k0):
         return False
-    if q0.dtype == torch.bfloat16 and torch.cuda.get_device_capability(q0.device)[0] < 8:  # bf16 dot: sm80+
-        return False
-    if k0.dim() != q0.dim() + 1 or q0.shape[-1] != k0.shape[-1] or q0.shape[-1] > 256 or q0.shape[-2] % k0.shape[-3]:
+    if k0.dim() != q0.dim() + 1 or q0.shape[-1] != k0.shape[-1] or q0.shape[-2] % k0.shape[-3]:
         return False
     same = all(q.shape == q0.shape and q.dtype == q0.dtype and q.device == q0.device for q in queries) and all(
         k.shape == k0.shape and k.dtype == q0.dtype and k.device == q0.device and k.stride() == k0.stride()
