@@ -169,3 +169,39 @@ def test_in_memory_and_kwargs_change_the_key(tiny_model_dir):
 def test_bad_prompts(tiny_model_dir, prompts, exc):
     with pytest.raises(exc, match="prompt"):
         analyze_many(str(tiny_model_dir), prompts)
+
+
+def test_trace_pools_run_device_work_on_one_thread_whoever_asks():
+    """A Ray actor's calls arrive on several threads; with ``device_thread`` their device work
+    all runs on one thread (torch caches cuDNN attention plans per thread), one piece at a time,
+    and an error reaches the caller. Without it, the work runs on the caller's own thread."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from corevital_widgets.batch import TracePools
+
+    seen, running, overlaps = [], [0], []
+    guard = threading.Lock()
+
+    def work():
+        with guard:
+            running[0] += 1
+            overlaps.append(running[0])
+        time.sleep(0.01)
+        with guard:
+            running[0] -= 1
+        seen.append(threading.current_thread().name)
+        return threading.get_ident()
+
+    with TracePools(2, device_thread=True) as pools, ThreadPoolExecutor(4) as callers:
+        idents = list(callers.map(lambda _: pools.on_device(work), range(12)))
+        assert len(set(idents)) == 1 and idents[0] != threading.get_ident()
+        assert set(seen) == {seen[0]} and seen[0].startswith("corevital-device") and max(overlaps) == 1
+
+        def fails():
+            raise ValueError("on the device thread")
+
+        with pytest.raises(ValueError, match="on the device thread"):
+            pools.on_device(fails)
+    with TracePools(2) as pools:
+        assert pools.device is None and pools.on_device(threading.get_ident) == threading.get_ident()

@@ -88,7 +88,7 @@ class CountingLoader(FolderLoader):
 
 def _mark_forward(log: str, what: str, *_: object) -> None:
     with open(log, "a") as fh:
-        fh.write(f"{os.getpid()} {threading.get_ident()} {what} {time.monotonic_ns()}\n")
+        fh.write(f"{os.getpid()} {threading.get_ident()} {what} {time.monotonic_ns()} {threading.current_thread().name}\n")
 
 
 @dataclass(frozen=True)
@@ -104,13 +104,13 @@ class ForwardLogLoader(FolderLoader):
         return model, tok
 
 
-def forward_spans(log: Path) -> dict[int, list[tuple[int, int, int]]]:
-    """Per worker process: its forwards as (thread, start, end), in order of start."""
-    opened: dict[tuple[int, int], int] = {}
-    spans: dict[int, list[tuple[int, int, int]]] = {}
+def forward_spans(log: Path) -> dict[int, list[tuple[str, int, int]]]:
+    """Per worker process: its forwards as (thread "ident name", start, end), in order of start."""
+    opened: dict[tuple[int, str], int] = {}
+    spans: dict[int, list[tuple[str, int, int]]] = {}
     for line in log.read_text().splitlines():
-        pid, thread, what, t = line.split()
-        key = (int(pid), int(thread))
+        pid, ident, what, t, name = line.split(" ", 4)
+        key = (int(pid), f"{ident} {name}")
         if what == "start":
             opened[key] = int(t)
         else:
@@ -191,8 +191,9 @@ def test_local_ray_two_workers_equals_analyze_many(local_ray, tiny_llama_dir, tm
 def test_local_ray_batched_workers_equal_analyze_many(local_ray, tiny_llama_dir, tmp_path):
     """Each worker traces its prompts 4 per generate call (the batched engine): the same files
     and the same traces as analyze_many prompt by prompt. A worker runs two calls at once (one
-    batch on the device while the other's files are built and saved) but never two batches'
-    forwards at once."""
+    batch on the device while the other's files are built and saved), but every forward of a
+    worker runs on its one device thread, whichever Ray thread the call came on: never two
+    batches' forwards at once, and torch's per-thread caches (cuDNN's attention plans) shared."""
     from corevital_widgets import ray_analyze_many
 
     from .test_batched import assert_same_trace as same_as_alone
@@ -204,7 +205,9 @@ def test_local_ray_batched_workers_equal_analyze_many(local_ray, tiny_llama_dir,
     spans = forward_spans(log)
     assert sum(len(s) for s in spans.values()) >= N_PROMPTS // 4 * KWARGS["max_new_tokens"], spans
     threads = {pid: {t for t, _, _ in s} for pid, s in spans.items()}
-    assert max(len(t) for t in threads.values()) >= 2, f"a worker ran its calls on threads, two at once: {threads}"
+    for pid, names in threads.items():
+        assert len(names) == 1 and next(iter(names)).split(" ", 1)[1].startswith("corevital-device"), (
+            f"worker {pid} ran its forwards on one device thread: {names}")
     for pid, s in spans.items():
         for (t_a, _, end_a), (t_b, start_b, _) in zip(s, s[1:]):
             assert start_b >= end_a, f"worker {pid}: threads {t_a} and {t_b} ran forwards at the same time"

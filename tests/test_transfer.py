@@ -143,3 +143,29 @@ def test_the_shipped_coefficients_refit_bit_for_bit_from_the_saved_features():
     again = fit_shipped_risk(df, wrong, df["family"].to_numpy(str))
     assert again.meta["feature_set"] == shipped.meta["feature_set"]
     np.testing.assert_array_equal(again.coef_, shipped.coef_)
+
+
+def test_compare_suite_tables_finds_what_differs(tmp_path, capsys):
+    """benchmarks/compare_suite_tables.py (how a batched or GPU rerun of the suite is checked
+    against the shipped table): a table equals itself; a feature moved by 1e-3 in one row is
+    reported as that feature's largest difference; one flipped answer makes it 'DIFFERENT'."""
+    import runpy
+
+    tool = runpy.run_path(str(ROOT / "benchmarks" / "compare_suite_tables.py"))
+    same = tool["compare"](FEATURES_CSV, FEATURES_CSV)
+    assert same["correctness_differs"] == 0 and max(same["max_abs_diff"].values()) == 0
+    assert same["auroc_new"] == same["auroc_reference"] and same["risk_max_abs_diff"] == 0
+
+    df = pd.read_csv(FEATURES_CSV, float_precision="round_trip", keep_default_na=False, na_values=[""])
+    moved = df.copy()
+    moved.loc[7, "entropy_mean"] += 1e-3
+    moved.to_csv(tmp_path / "moved.csv.gz", index=False)
+    r = tool["compare"](tmp_path / "moved.csv.gz", FEATURES_CSV)
+    assert r["worst_feature"] == "entropy_mean" and r["max_abs_diff"]["entropy_mean"] == pytest.approx(1e-3, rel=1e-9)
+    assert r["correctness_differs"] == 0 and tool["main"]([str(tmp_path / "moved.csv.gz")]) == 0
+
+    flipped = df.copy()
+    flipped.loc[3, "correct"] = not bool(flipped.loc[3, "correct"])
+    flipped.to_csv(tmp_path / "flipped.csv.gz", index=False)
+    assert tool["main"]([str(tmp_path / "flipped.csv.gz")]) == 1
+    assert "correctness differs on 1" in capsys.readouterr().out

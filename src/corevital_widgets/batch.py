@@ -16,11 +16,11 @@ import hashlib
 import json
 import os
 import tempfile
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .analysis.baseline import Baseline
     from .trace.trace import Trace
+
+T = TypeVar("T")
 
 MANIFEST_NAME = "manifest.json"
 #: Threads that compress and write a batched run's trace files while the next batch runs.
@@ -275,17 +277,33 @@ class TracePools:
     """The threads a batched run builds and saves its traces on: one builder (numpy copies,
     mostly free of the GIL; one, so that the thread launching the next batch's device work keeps
     the GIL most of the time) and up to SAVER_THREADS savers (zstd releases the GIL). A Ray actor
-    keeps one set for all its calls; :func:`_trace_batched` makes its own otherwise."""
+    keeps one set for all its calls; :func:`_trace_batched` makes its own otherwise.
 
-    def __init__(self, savers: int = SAVER_THREADS) -> None:
+    With ``device_thread``, every batch's device work also runs on one thread of its own
+    (:meth:`on_device`), whichever thread asks: for callers whose calls arrive on several threads
+    (a Ray actor runs two at once). It serialises the device work as a lock would, and it keeps
+    torch's per-thread caches whole: cuDNN's attention plans are cached per thread (one plan per
+    batch and key length, built on a miss at a cost of the order of 0.1-0.5 s), so device work
+    spread over two threads builds each shape's plans twice."""
+
+    def __init__(self, savers: int = SAVER_THREADS, *, device_thread: bool = False) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.saver = ThreadPoolExecutor(max(1, min(savers, os.cpu_count() or 1)), thread_name_prefix="corevital-save")
         self.builder = ThreadPoolExecutor(1, thread_name_prefix="corevital-build")
+        self.device = ThreadPoolExecutor(1, thread_name_prefix="corevital-device") if device_thread else None
+
+    def on_device(self, work: Callable[[], T]) -> T:
+        """``work()`` on the device thread (waiting for it), or on this thread without one."""
+        if self.device is None:
+            return work()
+        return self.device.submit(work).result()
 
     def close(self) -> None:
         """Wait for what was handed over, then stop the threads (the builder first: it hands files
         to the savers)."""
+        if self.device is not None:
+            self.device.shutdown(wait=True)
         self.builder.shutdown(wait=True)
         self.saver.shutdown(wait=True)
 
@@ -299,7 +317,6 @@ class TracePools:
 def _trace_batched(model: Any, tokenizer: Any, prompts: list[str], keys: list[str],
                    summaries: list[dict[str, Any] | None], out: Path | None, batch_size: int,
                    analyze_kwargs: dict[str, Any], save_manifest: Any, bar: Any,
-                   device_lock: AbstractContextManager[Any] | None = None,
                    pools: TracePools | None = None, spread_last: bool = True) -> dict[int, "Trace"]:
     """analyze_many's batched loop: the prompts still to trace, shortest first, ``batch_size`` per
     generate call. A batch's device work runs on this thread; its traces are then built from host
@@ -307,11 +324,12 @@ def _trace_batched(model: Any, tokenizer: Any, prompts: list[str], keys: list[st
     while the next batch generates. At most one batch is being built and saved while the next
     runs; its manifest entries are written once its files are on disk (a crash before that
     re-traces them: resuming trusts files, not the manifest). With ``spread_last``, nothing runs
-    after the last batch, so its traces are built on every saver thread at once. ``device_lock``
-    is held around each batch's device work, for callers that run several of these loops at once
-    (a Ray actor: one call on the device while the previous one builds and saves; it passes
-    ``spread_last=False``: building on the saver threads would starve the other call's launching
-    thread of the GIL). Returns the traces by prompt index when there is no ``out``."""
+    after the last batch, so its traces are built on every saver thread at once. Each batch's
+    device work runs through ``pools.on_device``: on this thread, or on the pools' one device
+    thread for callers that run several of these loops at once (a Ray actor: one call on the
+    device while the previous one builds and saves; it passes ``spread_last=False``: building on
+    the saver threads would starve the device thread of the GIL). Returns the traces by prompt
+    index when there is no ``out``."""
     from concurrent.futures import Future
 
     from .engine.batched import pending_batch
@@ -344,8 +362,8 @@ def _trace_batched(model: Any, tokenizer: Any, prompts: list[str], keys: list[st
         in_flight: tuple[list[int], list[Future]] | None = None
         for b0 in range(0, len(todo), batch_size):
             members = todo[b0 : b0 + batch_size]
-            with device_lock or nullcontext():
-                makers = pending_batch(model, [prompts[i] for i in members], tokenizer, **analyze_kwargs)
+            batch = [prompts[i] for i in members]
+            makers = threads.on_device(lambda: pending_batch(model, batch, tokenizer, **analyze_kwargs))
             if in_flight is not None:
                 collect(*in_flight)
             # finish() hands its file to the saver pool without waiting for it: no deadlock there

@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import threading
 import time
 import warnings
 from os import PathLike
@@ -50,7 +49,7 @@ from .trace.storage import ZSTD_LEVEL_DATASET
 
 #: seconds between manifest writes while results stream in (the trace files are the truth).
 MANIFEST_INTERVAL_S = 5.0
-#: calls each actor runs at once: one traces its block on the device (under the actor's lock)
+#: calls each actor runs at once: one traces its block on the device (on the actor's device thread)
 #: while the other builds and saves the previous block's files, as analyze_many's loop overlaps
 #: them (one block is one batch, so without this every batch's saving would stall the GPU).
 CALLS_PER_ACTOR = 2
@@ -101,11 +100,11 @@ class _TraceWorker:
         self.out = Path(out_dir)
         self.batch_size = batch_size
         self.analyze_kwargs = analyze_kwargs
-        #: held around device work: Ray runs two calls of this actor at once (CALLS_PER_ACTOR), so
-        #: one batch generates while the previous call's traces are built and saved, on threads
-        #: shared by all calls (one builder: the launching thread keeps the GIL)
-        self._device = threading.Lock()
-        self._pools = TracePools()
+        #: threads shared by all calls: Ray runs two calls of this actor at once (CALLS_PER_ACTOR),
+        #: so one batch generates while the previous call's traces are built and saved. Every
+        #: call's device work runs on the pools' one device thread (serialised as under a lock,
+        #: and torch's per-thread caches, cuDNN's attention plans among them, stay whole)
+        self._pools = TracePools(device_thread=True)
 
     def _saved_summary(self, path: Path) -> dict[str, Any] | None:
         from .trace.storage import TraceFileError, load_trace
@@ -133,14 +132,14 @@ class _TraceWorker:
         if self.batch_size > 1 and len(todo) > 1:
             # analyze_many's batched loop: files saved on threads, all on disk when it returns
             _trace_batched(self.model, self.tokenizer, prompts, keys, summaries, self.out, self.batch_size,
-                           self.analyze_kwargs, lambda: None, tqdm(disable=True), device_lock=self._device,
-                           pools=self._pools, spread_last=False)
+                           self.analyze_kwargs, lambda: None, tqdm(disable=True), pools=self._pools,
+                           spread_last=False)
             for j in todo:
                 traced[j] = True
         else:
             for j in todo:
-                with self._device:
-                    trace = analyze(self.model, prompts[j], self.tokenizer, **self.analyze_kwargs)
+                trace = self._pools.on_device(
+                    lambda j=j: analyze(self.model, prompts[j], self.tokenizer, **self.analyze_kwargs))
                 trace.save(paths[j], ZSTD_LEVEL_DATASET)  # atomic: temp file + rename
                 summaries[j], traced[j] = trace_summary_row(trace), True
         return pd.DataFrame({
