@@ -202,7 +202,9 @@ def rate_after_first_batches(out_dir: str, first_files: int, new_tokens: int) ->
     """Traced tokens per second between the ``first_files``-th saved trace file (every actor's
     first batch on disk: start-up and model build behind) and the last one, from the files'
     modification times (every run is forced to ``new_tokens`` tokens)."""
-    times = sorted(os.path.getmtime(os.path.join(out_dir, f)) for f in os.listdir(out_dir) if f.endswith(".cvtrace"))
+    from corevital_widgets.batch import TRACE_SUFFIX
+
+    times = sorted(os.path.getmtime(os.path.join(out_dir, f)) for f in os.listdir(out_dir) if f.endswith(TRACE_SUFFIX))
     if len(times) <= first_files:
         return float("nan")
     return (len(times) - first_files) * new_tokens / max(1e-9, times[-1] - times[first_files - 1])

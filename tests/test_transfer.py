@@ -156,7 +156,7 @@ def test_compare_suite_tables_finds_what_differs(tmp_path, capsys):
     assert same["correctness_differs"] == 0 and max(same["max_abs_diff"].values()) == 0
     assert same["auroc_new"] == same["auroc_reference"] and same["risk_max_abs_diff"] == 0
 
-    df = pd.read_csv(FEATURES_CSV, float_precision="round_trip", keep_default_na=False, na_values=[""])
+    df = read_features(FEATURES_CSV)
     moved = df.copy()
     moved.loc[7, "entropy_mean"] += 1e-3
     moved.to_csv(tmp_path / "moved.csv.gz", index=False)

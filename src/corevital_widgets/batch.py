@@ -319,10 +319,10 @@ def _trace_batched(model: Any, tokenizer: Any, prompts: list[str], keys: list[st
                    analyze_kwargs: dict[str, Any], save_manifest: Any, bar: Any,
                    pools: TracePools | None = None, spread_last: bool = True) -> dict[int, "Trace"]:
     """analyze_many's batched loop: the prompts still to trace, shortest first, ``batch_size`` per
-    generate call. A batch's device work runs on this thread; its traces are then built from host
-    memory on the builder thread and saved on the saver threads (``pools``; default: made here)
-    while the next batch generates. At most one batch is being built and saved while the next
-    runs; its manifest entries are written once its files are on disk (a crash before that
+    generate call. A batch's device work runs on this thread (or the pools' device thread, below);
+    its traces are then built from host memory on the builder thread and saved on the saver
+    threads (``pools``; default: made here) while the next batch generates. At most one batch is
+    being built and saved while the next runs; its manifest entries are written once its files are on disk (a crash before that
     re-traces them: resuming trusts files, not the manifest). With ``spread_last``, nothing runs
     after the last batch, so its traces are built on every saver thread at once. Each batch's
     device work runs through ``pools.on_device``: on this thread, or on the pools' one device
